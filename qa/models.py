@@ -44,6 +44,7 @@ class Answer:
     passages: tuple[Citation, ...] = ()
     latency_ms: float = 0.0
     question: str = ""
+    span: str | None = None  # a tighter extract inside the answer (e.g. the number asked for)
     notice: str | None = None  # a message about the input itself (e.g. English question)
     extra: dict = field(default_factory=dict, compare=False)
 
@@ -54,6 +55,7 @@ class Answer:
             "query": self.query,
             "citations": [c.to_dict() for c in self.citations],
             "passages": [p.to_dict() for p in self.passages],
+            "span": self.span,
             "latency_ms": round(self.latency_ms, 3),
             "notice": self.notice,
         }

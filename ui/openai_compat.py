@@ -1,0 +1,226 @@
+"""An OpenAI-compatible chat API (`/v1/chat/completions`, `/v1/models`), so bot frameworks
+and OpenAI clients can use the assistant unchanged.
+
+The last user message is the question and the earlier user messages are its history (the
+assistant's own turns are not needed: answers are extracted from the documents). The reply's
+content is the answer followed by its citations as plain lines "[1] 《title》 section"; the
+structured answer (`Answer.to_dict()`) rides along in an extra `policy_qa` field, which
+OpenAI clients ignore. `stream: true` sends server-sent events in OpenAI's
+`chat.completion.chunk` format. Errors use OpenAI's shape
+`{"error": {"message", "type", "code", "param"}}`.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import re
+import time
+import uuid
+from collections.abc import Iterator
+
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from corpus.settings import Settings
+from qa.errors import QuestionError
+from qa.models import Answer
+from ui.bots import REFUSAL_TEXT, BotRequestError, book_title, read_capped_body
+
+MODEL_ID = "policy-qa"
+MAX_BODY_BYTES = 1024 * 1024
+_STREAM_PIECE = re.compile(r"[^。！？；!?;\n]*[。！？；!?;\n]*")
+
+
+class ContentPart(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    type: str
+    text: str | None = None
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    role: str
+    content: str | list[ContentPart] | None = None
+
+    def text(self) -> str:
+        if isinstance(self.content, list):
+            return "".join(part.text or "" for part in self.content if part.type == "text")
+        return self.content or ""
+
+
+class ChatCompletionRequest(BaseModel):
+    """The fields we read; OpenAI's others (temperature, max_tokens, ...) are accepted and
+    ignored, since an extractive answer has nothing to sample."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str = MODEL_ID
+    messages: list[ChatMessage] = Field(min_length=1)
+    stream: bool = False
+
+
+def openai_error(status_code: int, message: str, error_type: str, code: str | None,
+                 param: str | None = None) -> JSONResponse:
+    body = {"error": {"message": message, "type": error_type, "param": param, "code": code}}
+    return JSONResponse(body, status_code=status_code)
+
+
+def answer_content(answer: Answer) -> str:
+    """The reply text: the answer (or a plain refusal), then one line per citation."""
+    body = answer.answer if (answer.answered or answer.answer) else REFUSAL_TEXT
+    if answer.notice and answer.notice not in body:
+        body = f"{answer.notice}\n{body}"
+    lines = []
+    for number, citation in enumerate(answer.citations if answer.answered else (), start=1):
+        line = f"[{number}] {book_title(citation.title)} {citation.section}".rstrip()
+        if citation.note:
+            line += f"（{citation.note}）"
+        lines.append(line)
+    return body + ("\n\n" + "\n".join(lines) if lines else "")
+
+
+def split_for_streaming(content: str) -> list[str]:
+    """`content` in sentence-sized pieces whose concatenation is `content`."""
+    return [piece for piece in _STREAM_PIECE.findall(content) if piece]
+
+
+class ChatCompletionBuilder:
+    """Builds the response objects of one completion (they share id and timestamp)."""
+
+    def __init__(self, answer: Answer):
+        self.answer = answer
+        self.content = answer_content(answer)
+        self.completion_id = f"chatcmpl-{uuid.uuid4().hex}"
+        self.created = int(time.time())
+
+    def completion(self) -> dict:
+        return {
+            "id": self.completion_id,
+            "object": "chat.completion",
+            "created": self.created,
+            "model": MODEL_ID,
+            "choices": [{
+                "index": 0,
+                "message": {"role": "assistant", "content": self.content},
+                "finish_reason": "stop",
+            }],
+            "policy_qa": self.answer.to_dict(),
+        }
+
+    def _chunk(self, delta: dict, finish_reason: str | None) -> dict:
+        return {
+            "id": self.completion_id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": MODEL_ID,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
+        }
+
+    def chunks(self) -> Iterator[dict]:
+        """Role delta first, content deltas, then the finish chunk (carrying `policy_qa`)."""
+        yield self._chunk({"role": "assistant", "content": ""}, None)
+        for piece in split_for_streaming(self.content):
+            yield self._chunk({"content": piece}, None)
+        yield {**self._chunk({}, "stop"), "policy_qa": self.answer.to_dict()}
+
+    def server_sent_events(self) -> Iterator[str]:
+        for chunk in self.chunks():
+            yield f"data: {json.dumps(chunk, ensure_ascii=False)}\n\n"
+        yield "data: [DONE]\n\n"
+
+
+def _validation_summary(error: ValidationError) -> str:
+    first = error.errors()[0]
+    location = ".".join(str(part) for part in first["loc"]) or "body"
+    return f"Invalid request body: {location}: {first['msg']}"
+
+
+def create_router(settings: Settings) -> APIRouter:
+    """The `/v1` routes. When `settings.openai_api_key` is set, requests must carry it as
+    `Authorization: Bearer <key>`. The assistant is read per request from
+    `request.app.state.assistant`."""
+    router = APIRouter(prefix="/v1", tags=["openai-compatible"])
+    api_key = settings.openai_api_key
+    max_history_turns = settings.max_history_turns
+    log_questions = settings.log_questions
+
+    def refused_key(request: Request) -> JSONResponse | None:
+        if not api_key:
+            return None
+        scheme, _, presented = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and hmac.compare_digest(
+            presented.strip().encode(), api_key.encode()
+        ):
+            return None
+        return openai_error(
+            401, "Incorrect or missing API key (Authorization: Bearer <key>).",
+            "invalid_request_error", "invalid_api_key",
+        )
+
+    def model_object() -> dict:
+        return {"id": MODEL_ID, "object": "model", "created": 0, "owned_by": "policy-qa"}
+
+    @router.get("/models")
+    async def list_models(request: Request) -> Response:
+        return refused_key(request) or JSONResponse({"object": "list", "data": [model_object()]})
+
+    @router.get("/models/{model_id}")
+    async def retrieve_model(model_id: str, request: Request) -> Response:
+        if refused := refused_key(request):
+            return refused
+        if model_id != MODEL_ID:
+            return openai_error(404, f"The model '{model_id}' does not exist.",
+                                "invalid_request_error", "model_not_found", "model")
+        return JSONResponse(model_object())
+
+    @router.post("/chat/completions")
+    async def create_chat_completion(request: Request) -> Response:
+        if refused := refused_key(request):
+            return refused
+        try:
+            body = await read_capped_body(request, MAX_BODY_BYTES)
+            parsed = ChatCompletionRequest.model_validate(json.loads(body))
+        except BotRequestError as error:
+            return openai_error(error.status_code, "Request body too large.",
+                                "invalid_request_error", "request_too_large")
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return openai_error(400, "Request body is not valid JSON.",
+                                "invalid_request_error", "invalid_json")
+        except ValidationError as error:
+            return openai_error(400, _validation_summary(error), "invalid_request_error",
+                                "invalid_request")
+
+        questions = [message.text() for message in parsed.messages if message.role == "user"]
+        if not questions:
+            return openai_error(400, "messages must include a message with role 'user'.",
+                                "invalid_request_error", "no_user_message", "messages")
+        question = questions[-1]
+        if log_questions:
+            request.state.question = question
+        history = questions[:-1][-max_history_turns:] if max_history_turns else []
+
+        assistant = getattr(request.app.state, "assistant", None)
+        if assistant is None:
+            return openai_error(503, "知识库正在准备中，请稍后再试。", "server_error",
+                                "index_not_ready")
+        try:
+            answer = await run_in_threadpool(assistant.ask, question, history)
+        except QuestionError as error:
+            return openai_error(400, error.message, "invalid_request_error", error.code,
+                                "messages")
+
+        builder = ChatCompletionBuilder(answer)
+        if parsed.stream:
+            return StreamingResponse(
+                builder.server_sent_events(),
+                media_type="text/event-stream",
+                headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+            )
+        return JSONResponse(builder.completion())
+
+    return router

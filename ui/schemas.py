@@ -1,0 +1,218 @@
+"""Pydantic models at the HTTP edge: what /api/* accepts and returns, with the descriptions
+and examples that /docs shows.
+
+Limits that depend on settings (question length, history turns) are checked in `ui.api`,
+where the settings are known; the static bounds here only stop absurd input early.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+EXAMPLE_QUESTION = "虹桥国际开放枢纽包括哪些区域？"
+MAX_DOCUMENT_FILTER = 50  # more ids than any corpus we serve has documents
+
+
+def has_lone_surrogate(text: str) -> bool:
+    """True when `text` holds a UTF-16 surrogate half (JSON "\\ud800"), which cannot be encoded."""
+    return any("\ud800" <= char <= "\udfff" for char in text)
+
+
+def _reject_surrogates(value: str) -> str:
+    if has_lone_surrogate(value):
+        raise ValueError("lone surrogate")
+    return value
+
+
+class AskRequest(BaseModel):
+    """A question, with the earlier questions of the conversation for follow-ups."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"question": EXAMPLE_QUESTION},
+                {
+                    "question": "它的总体目标是什么？",
+                    "history": [EXAMPLE_QUESTION],
+                    "top_k": 3,
+                    "documents": ["001"],
+                    "in_force_only": True,
+                },
+            ]
+        },
+    )
+
+    question: str = Field(
+        description="用户的问题（中文）。The user's question; at most settings.max_question_chars "
+        "characters, not blank.",
+        examples=[EXAMPLE_QUESTION],
+    )
+    history: list[str] = Field(
+        default_factory=list,
+        description="本次对话中此前的用户问题，按时间顺序。Earlier user questions of this "
+        "conversation, oldest first, used to resolve follow-ups; at most "
+        "settings.max_history_turns items.",
+        examples=[[EXAMPLE_QUESTION]],
+    )
+    top_k: int | None = Field(
+        default=None,
+        ge=1,
+        le=20,
+        description="返回的相关段落数。How many retrieved passages to return (1-20); "
+        "settings.top_k when omitted.",
+        examples=[5],
+    )
+    documents: list[str] | None = Field(
+        default=None,
+        max_length=MAX_DOCUMENT_FILTER,
+        description="只在这些文档中查找（文档编号，见 GET /api/documents）。Restrict the "
+        "search to these doc_ids; all documents when omitted.",
+        examples=[["001", "003a"]],
+    )
+    in_force_only: bool = Field(
+        default=False,
+        description="只使用现行有效的政策文件。Only use documents whose status is in force.",
+    )
+
+    @field_validator("question")
+    @classmethod
+    def _question_encodable(cls, value: str) -> str:
+        return _reject_surrogates(value)
+
+    @field_validator("history", "documents")
+    @classmethod
+    def _items_encodable(cls, values: list[str] | None) -> list[str] | None:
+        for value in values or ():
+            _reject_surrogates(value)
+        return values
+
+
+class CitationOut(BaseModel):
+    """A quoted passage with where it comes from."""
+
+    model_config = ConfigDict(extra="allow")
+
+    title: str = Field(description="文档标题。Document title.")
+    section: str = Field(description="章节路径，以 ' > ' 分隔。Section path joined by ' > '.")
+    quote: str = Field(
+        description="引用原文：答案引用为所引句子，检索段落为整段。The quoted text: the cited "
+        "sentence(s) for an answer citation, the whole chunk for a retrieved passage."
+    )
+    source_file: str = Field(description="来源文件名。Source file name in corpus/documents.")
+    doc_id: str = Field(description="文档编号。Document id.", examples=["001"])
+    chunk_id: str = Field(description="段落编号（内容哈希）。Content-hashed chunk id.")
+    score: float = Field(description="检索得分，越高越相关。Retrieval score, higher is closer.")
+    highlights: list[list[int]] = Field(
+        description="答案在 quote 中的位置 [起, 止)。[start, end) offsets of the answer in quote.",
+        examples=[[[0, 12]]],
+    )
+    note: str | None = Field(
+        default=None,
+        description="关于来源的提示，如“研究报告，非政策文件”。A caveat about the source.",
+    )
+
+
+class AskResponse(BaseModel):
+    """The answer: `Answer.to_dict()` of the QA layer."""
+
+    model_config = ConfigDict(extra="allow")
+
+    answer: str = Field(
+        description="答案（摘自文档）；未找到时为中文说明。The extracted answer, or a Chinese "
+        "explanation when the documents do not answer."
+    )
+    answered: bool = Field(description="文档是否回答了问题。False when the assistant refused.")
+    query: str = Field(
+        description="实际检索用的问题（追问时会结合上文改写）。The query actually searched, "
+        "rewritten from the history for follow-ups."
+    )
+    citations: list[CitationOut] = Field(description="答案的出处。Citations of the answer.")
+    passages: list[CitationOut] = Field(
+        description="最相关的检索段落（拒答时也会列出）。Closest retrieved passages, also "
+        "listed when refused."
+    )
+    span: str | None = Field(
+        default=None, description="答案中更精确的片段（如所问的数字）。A tighter extract."
+    )
+    latency_ms: float = Field(description="处理耗时（毫秒）。Time spent answering, ms.")
+    notice: str | None = Field(
+        default=None, description="关于输入的提示。A message about the input itself."
+    )
+
+
+class DocumentSummary(BaseModel):
+    doc_id: str = Field(description="文档编号。Document id.", examples=["001"])
+    title: str = Field(description="标题。Title.", examples=["虹桥国际开放枢纽建设总体方案"])
+    issuer: str | None = Field(default=None, description="发文机关。Issuing body.")
+    date: str | None = Field(default=None, description="日期（ISO）。Date, ISO format.")
+    kind: str | None = Field(default=None, description="文档类型。Kind: plan, notice, report...")
+    status: str | None = Field(default=None, description="效力状态。Status, e.g. in force.")
+    source_file: str = Field(description="来源文件名。Source file name.")
+    sections: int = Field(description="章节数。Number of sections.")
+
+
+class SectionOut(BaseModel):
+    path: list[str] = Field(
+        description="从顶层到本节的标题。Headings from the top level down to this section.",
+        examples=[["一、建设背景"]],
+    )
+    level: int = Field(description="层级，1 为顶层。Depth, 1 is top level.", examples=[1])
+
+
+class DocumentOutline(DocumentSummary):
+    outline: list[SectionOut] = Field(
+        description="章节目录（按文中顺序的扁平列表）。Section outline, flat, in document order."
+    )
+
+
+class FeedbackRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    rating: str = Field(
+        pattern="^(up|down)$", description="up（有用）或 down（没用）。", examples=["down"]
+    )
+    question: str = Field(max_length=5000, description="被评价的问题。The question asked.")
+    history: list[str] = Field(
+        default_factory=list, max_length=50, description="此前的问题。Earlier questions."
+    )
+    answer: AskResponse = Field(description="POST /api/ask 返回的答案。The answer as returned.")
+    comment: str | None = Field(default=None, max_length=2000, description="备注。Free text.")
+
+    @field_validator("question", "comment")
+    @classmethod
+    def _text_encodable(cls, value: str | None) -> str | None:
+        return None if value is None else _reject_surrogates(value)
+
+    @field_validator("history")
+    @classmethod
+    def _history_encodable(cls, values: list[str]) -> list[str]:
+        for value in values:
+            _reject_surrogates(value)
+        return values
+
+
+class FeedbackStored(BaseModel):
+    id: int = Field(description="反馈记录编号。Row id in the feedback store.")
+
+
+class ErrorDetail(BaseModel):
+    field: str = Field(description="出错的字段。The offending field.", examples=["question"])
+    message: str = Field(description="中文说明。What is wrong, in Chinese.")
+
+
+class ErrorResponse(BaseModel):
+    """Every 4xx/5xx body. Never repeats the submitted input."""
+
+    error: str = Field(description="机器可读的错误代码。Machine-readable code.", examples=["empty"])
+    message: str = Field(description="中文说明。Readable message.", examples=["问题不能为空。"])
+    details: list[ErrorDetail] = Field(default_factory=list, description="逐字段的说明。")
+
+
+class Readiness(BaseModel):
+    status: str = Field(examples=["ready"])
+    embedder: str | None = Field(default=None, description="嵌入模型。Embedding model.")
+    corpus_fingerprint: str | None = Field(default=None, description="语料指纹。Corpus hash.")
+    index_version: str | None = Field(default=None, description="索引版本。Index version.")
+    chunks: int | None = Field(default=None, description="段落数。Number of chunks indexed.")
+    documents: int | None = Field(default=None, description="文档数。Number of documents.")

@@ -1,0 +1,142 @@
+"""The WeChat Official Account (公众号) server endpoint, `/wechat`.
+
+Implements WeChat's callback protocol with wechatpy: `GET` URL verification (SHA-1 signature
+over token, timestamp and nonce; echo `echostr`) and `POST` messages answered with a passive
+XML reply, in plain mode or safe mode (`encrypt_type=aes`: AES with the EncodingAESKey,
+`msg_signature` over the encrypted body). Answering is `ui.bots.BotResponder`'s job.
+
+Configuration (env `POLICYQA_WECHAT_TOKEN`, `POLICYQA_WECHAT_AES_KEY`,
+`POLICYQA_WECHAT_APP_ID`) is described in docs/bots.md.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import PlainTextResponse, Response
+from wechatpy import parse_message
+from wechatpy.crypto import WeChatCrypto
+from wechatpy.exceptions import InvalidSignatureException
+from wechatpy.replies import TextReply
+
+from corpus.settings import Settings
+from ui.bots import (
+    BotRequestError,
+    BotResponder,
+    parse_flat_xml,
+    read_capped_body,
+    signature_matches,
+)
+
+
+class WeChatEnvelope:
+    """Checks and unwraps a callback request, and wraps the reply the same way it came:
+    plain, or encrypted when the request was (`encrypt_type=aes`)."""
+
+    def __init__(self, settings: Settings):
+        self.token = settings.wechat_token
+        self.crypto = (
+            WeChatCrypto(settings.wechat_token, settings.wechat_aes_key, settings.wechat_app_id)
+            if settings.wechat_token and settings.wechat_aes_key and settings.wechat_app_id
+            else None
+        )
+
+    def check_signature(self, signature: str, timestamp: str, nonce: str) -> None:
+        """:raises BotRequestError: 503 when no token is configured, 403 on a wrong signature."""
+        if not self.token:
+            raise BotRequestError(503, "微信公众号接口未配置（需设置 POLICYQA_WECHAT_TOKEN）")
+        if not signature_matches(signature, self.token, timestamp, nonce):
+            raise BotRequestError(403, "签名校验失败")
+
+    def open(self, body: bytes, *, encrypted: bool, msg_signature: str, timestamp: str,
+             nonce: str) -> str:
+        """The message XML inside `body`, checked with defusedxml.
+
+        :raises BotRequestError: 400 for malformed or unsafe XML, 403 for a wrong
+            msg_signature, 503 when safe mode is requested but not configured.
+        """
+        outer = parse_flat_xml(body)
+        if not encrypted:
+            try:
+                return body.decode("utf-8")
+            except UnicodeDecodeError:
+                raise BotRequestError(400, "消息应为 UTF-8 编码") from None
+        if self.crypto is None:
+            raise BotRequestError(
+                503, "安全模式未配置（需设置 POLICYQA_WECHAT_AES_KEY 和 POLICYQA_WECHAT_APP_ID）"
+            )
+        if not outer.get("Encrypt"):
+            raise BotRequestError(400, "安全模式消息缺少 Encrypt")
+        try:
+            inner = self.crypto.decrypt_message(
+                {"Encrypt": outer["Encrypt"]}, msg_signature, timestamp, nonce
+            )
+        except InvalidSignatureException:
+            raise BotRequestError(403, "消息签名校验失败") from None
+        except Exception:  # bad base64, padding, length or AppID: all mean "not from WeChat"
+            raise BotRequestError(400, "消息解密失败") from None
+        parse_flat_xml(inner)
+        return inner
+
+    def seal(self, reply_xml: str, *, encrypted: bool, nonce: str, timestamp: str) -> str:
+        if not encrypted:
+            return reply_xml
+        return self.crypto.encrypt_message(reply_xml, nonce, timestamp)
+
+
+def create_router(settings: Settings) -> APIRouter:
+    """The `/wechat` routes. The assistant is read per request from
+    `request.app.state.assistant`, so a rebuilt index is picked up without a restart."""
+    router = APIRouter(tags=["bots"])
+    envelope = WeChatEnvelope(settings)
+    responder = BotResponder(settings)
+    max_body_bytes = settings.bot_max_body_bytes
+    log_questions = settings.log_questions
+
+    @router.get("/wechat", response_class=PlainTextResponse)
+    async def verify_wechat_url(
+        signature: str = "", timestamp: str = "", nonce: str = "", echostr: str = ""
+    ) -> PlainTextResponse:
+        """WeChat's server URL check: echo `echostr` when the signature is right."""
+        try:
+            envelope.check_signature(signature, timestamp, nonce)
+        except BotRequestError as error:
+            return PlainTextResponse(error.message, status_code=error.status_code)
+        return PlainTextResponse(echostr)
+
+    @router.post("/wechat")
+    async def receive_wechat_message(
+        request: Request,
+        signature: str = "",
+        timestamp: str = "",
+        nonce: str = "",
+        encrypt_type: str = "raw",
+        msg_signature: str = "",
+    ) -> Response:
+        encrypted = encrypt_type.lower() == "aes"
+        try:
+            envelope.check_signature(signature, timestamp, nonce)
+            body = await read_capped_body(request, max_body_bytes)
+            message_xml = envelope.open(
+                body, encrypted=encrypted, msg_signature=msg_signature,
+                timestamp=timestamp, nonce=nonce,
+            )
+            try:
+                message = parse_message(message_xml)
+            except (KeyError, TypeError, AttributeError, ValueError):
+                raise BotRequestError(400, "不是有效的微信消息") from None
+        except BotRequestError as error:
+            return PlainTextResponse(error.message, status_code=error.status_code)
+
+        if log_questions and message.type == "text":
+            request.state.question = message.content or ""
+        assistant = getattr(request.app.state, "assistant", None)
+        reply_text = await responder.reply_to_message(assistant, message)
+        if reply_text is None:
+            return PlainTextResponse("success")  # WeChat's "no reply, do not retry"
+        reply_xml = TextReply(message=message, content=reply_text).render()
+        return Response(
+            envelope.seal(reply_xml, encrypted=encrypted, nonce=nonce, timestamp=timestamp),
+            media_type="application/xml",
+        )
+
+    return router

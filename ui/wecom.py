@@ -1,0 +1,126 @@
+"""The WeCom (企业微信) app callback endpoint, `/wecom`.
+
+WeCom's callback protocol is always encrypted: `GET` URL verification decrypts `echostr`
+(after checking `msg_signature` over token, timestamp, nonce and echostr) and echoes the
+plaintext; `POST` messages arrive as `<xml><Encrypt>…</Encrypt></xml>` and get an encrypted
+passive reply. Crypto and parsing come from wechatpy's `enterprise` package (WeCom's former
+name); answering is `ui.bots.BotResponder`'s job, shared with `/wechat`.
+
+Configuration (env `POLICYQA_WECOM_TOKEN`, `POLICYQA_WECOM_AES_KEY`,
+`POLICYQA_WECOM_CORP_ID`) is described in docs/bots.md.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import PlainTextResponse, Response
+from wechatpy.enterprise import WeChatCrypto, parse_message
+from wechatpy.enterprise.replies import TextReply
+from wechatpy.exceptions import InvalidSignatureException
+
+from corpus.settings import Settings
+from ui.bots import BotRequestError, BotResponder, parse_flat_xml, read_capped_body
+
+NOT_CONFIGURED = (
+    "企业微信接口未配置（需设置 POLICYQA_WECOM_TOKEN、POLICYQA_WECOM_AES_KEY 和 "
+    "POLICYQA_WECOM_CORP_ID）"
+)
+
+
+class WeComEnvelope:
+    """Verifies, decrypts and encrypts WeCom callback payloads."""
+
+    def __init__(self, settings: Settings):
+        self.crypto = (
+            WeChatCrypto(settings.wecom_token, settings.wecom_aes_key, settings.wecom_corp_id)
+            if settings.wecom_token and settings.wecom_aes_key and settings.wecom_corp_id
+            else None
+        )
+
+    def configured_crypto(self) -> WeChatCrypto:
+        if self.crypto is None:
+            raise BotRequestError(503, NOT_CONFIGURED)
+        return self.crypto
+
+    def echo(self, msg_signature: str, timestamp: str, nonce: str, echostr: str) -> str:
+        """The decrypted `echostr` of a URL verification.
+
+        :raises BotRequestError: 503 when not configured, 403 on a wrong signature, 400 when
+            `echostr` does not decrypt.
+        """
+        crypto = self.configured_crypto()
+        try:
+            return crypto.check_signature(msg_signature, timestamp, nonce, echostr)
+        except InvalidSignatureException:
+            raise BotRequestError(403, "签名校验失败") from None
+        except Exception:  # bad base64, padding, length or CorpID
+            raise BotRequestError(400, "echostr 解密失败") from None
+
+    def open(self, body: bytes, msg_signature: str, timestamp: str, nonce: str) -> str:
+        """The message XML inside an encrypted POST body, checked with defusedxml.
+
+        :raises BotRequestError: 503 when not configured, 403 on a wrong signature, 400 for
+            malformed or unsafe XML or a body that does not decrypt.
+        """
+        crypto = self.configured_crypto()
+        outer = parse_flat_xml(body)
+        if not outer.get("Encrypt"):
+            raise BotRequestError(400, "消息缺少 Encrypt")
+        try:
+            inner = crypto.decrypt_message(
+                {"Encrypt": outer["Encrypt"]}, msg_signature, timestamp, nonce
+            )
+        except InvalidSignatureException:
+            raise BotRequestError(403, "消息签名校验失败") from None
+        except Exception:
+            raise BotRequestError(400, "消息解密失败") from None
+        parse_flat_xml(inner)
+        return inner
+
+    def seal(self, reply_xml: str, nonce: str, timestamp: str) -> str:
+        return self.configured_crypto().encrypt_message(reply_xml, nonce, timestamp)
+
+
+def create_router(settings: Settings) -> APIRouter:
+    """The `/wecom` routes. The assistant is read per request from
+    `request.app.state.assistant`."""
+    router = APIRouter(tags=["bots"])
+    envelope = WeComEnvelope(settings)
+    responder = BotResponder(settings)
+    max_body_bytes = settings.bot_max_body_bytes
+    log_questions = settings.log_questions
+
+    @router.get("/wecom", response_class=PlainTextResponse)
+    async def verify_wecom_url(
+        msg_signature: str = "", timestamp: str = "", nonce: str = "", echostr: str = ""
+    ) -> PlainTextResponse:
+        try:
+            return PlainTextResponse(envelope.echo(msg_signature, timestamp, nonce, echostr))
+        except BotRequestError as error:
+            return PlainTextResponse(error.message, status_code=error.status_code)
+
+    @router.post("/wecom")
+    async def receive_wecom_message(
+        request: Request, msg_signature: str = "", timestamp: str = "", nonce: str = ""
+    ) -> Response:
+        try:
+            envelope.configured_crypto()
+            body = await read_capped_body(request, max_body_bytes)
+            message_xml = envelope.open(body, msg_signature, timestamp, nonce)
+            try:
+                message = parse_message(message_xml)
+            except (KeyError, TypeError, AttributeError, ValueError):
+                raise BotRequestError(400, "不是有效的企业微信消息") from None
+        except BotRequestError as error:
+            return PlainTextResponse(error.message, status_code=error.status_code)
+
+        if log_questions and message.type == "text":
+            request.state.question = message.content or ""
+        assistant = getattr(request.app.state, "assistant", None)
+        reply_text = await responder.reply_to_message(assistant, message)
+        if reply_text is None:
+            return PlainTextResponse("")  # WeCom: an empty body means no reply
+        reply_xml = TextReply(message=message, content=reply_text).render()
+        return Response(envelope.seal(reply_xml, nonce, timestamp), media_type="application/xml")
+
+    return router
