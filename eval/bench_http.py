@@ -236,6 +236,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.index_dir is not None:
         settings = settings.model_copy(update={"index_dir": args.index_dir})
 
+    load_before = os.getloadavg()[0]  # other work on the machine skews the figures
     with contextlib.ExitStack() as stack:
         url = check_loopback(args.url) if args.url else stack.enter_context(own_server(settings))
         warmup = run_phase(url, questions, 1, args.warmup, args.seconds)
@@ -260,7 +261,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             "retrieval_mode": settings.retrieval_mode,
             "top_k": settings.top_k,
         },
-        "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()},
+        "machine": {
+            "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "load_average_1m_before": round(load_before, 2),
+            "load_average_1m_after": round(os.getloadavg()[0], 2),
+        },
         "commit": _commit(),
         "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }

@@ -130,7 +130,9 @@ def search_latency(index_dir: Path, settings: Settings, k: int, repeats: int) ->
         "k": k,
         "filter_doc_ids": some_docs,
         "bm25": latency_ms(lambda q: index.search_bm25(q, k), questions, repeats),
-        "bm25_filtered": latency_ms(lambda q: index.search_bm25(q, k, some_docs), questions, repeats),
+        "bm25_filtered": latency_ms(
+            lambda q: index.search_bm25(q, k, some_docs), questions, repeats
+        ),
         "dense_given_vector": latency_ms(lambda v: index.search_dense(v, k), vectors, repeats),
         "dense_given_vector_filtered": latency_ms(
             lambda v: index.search_dense(v, k, some_docs), vectors, repeats
@@ -170,7 +172,9 @@ def print_table(result: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m eval.bench_index", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m eval.bench_index", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--skip-cold", action="store_true",
                         help="no cold build; time a rebuild against settings.cache_dir instead")
     parser.add_argument("--repeats", type=int, default=50, help="passes over the questions")
@@ -213,7 +217,8 @@ def main(argv: list[str] | None = None) -> int:
     result["load_average"]["after"] = [round(x, 2) for x in os.getloadavg()]
     print_table(result)
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(result, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    text = json.dumps(result, ensure_ascii=False, indent=2) + "\n"
+    args.output.write_text(text, encoding="utf-8")
     print(f"written {args.output}")
     return 0
 

@@ -3,6 +3,7 @@ persisted atomically with a manifest, and loaded read-only for search."""
 
 from index.embedders import Embedder, EmbedderError, make_embedder
 from index.models import Hit
+from index.rebuild import StagedIndex, build_staged, publish
 from index.store import BuildReport, Index, IndexBuildError, IndexLoadError, build_index
 
 __all__ = [
@@ -13,6 +14,9 @@ __all__ = [
     "Index",
     "IndexBuildError",
     "IndexLoadError",
+    "StagedIndex",
     "build_index",
+    "build_staged",
     "make_embedder",
+    "publish",
 ]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 
 import jieba
@@ -58,7 +59,10 @@ jieba.setLogLevel(logging.WARNING)
 _base_lock = threading.Lock()
 _base_tokenizer: jieba.Tokenizer | None = None
 _tokenizers_lock = threading.Lock()
-_tokenizers: dict[tuple[str, ...], jieba.Tokenizer] = {}
+# Each tokenizer holds a ~15 MB copy of the dictionary; a process rarely needs more than
+# the index it serves and the one being rebuilt, so only the most recent few are kept.
+_TOKENIZERS_KEPT = 4
+_tokenizers: OrderedDict[tuple[str, ...], jieba.Tokenizer] = OrderedDict()
 
 
 def _base() -> jieba.Tokenizer:
@@ -91,6 +95,9 @@ def private_tokenizer(user_words: Sequence[str]) -> jieba.Tokenizer:
             for word in key:
                 tokenizer.add_word(word, freq=_USER_WORD_FREQ)
             _tokenizers[key] = tokenizer
+            while len(_tokenizers) > _TOKENIZERS_KEPT:
+                _tokenizers.popitem(last=False)
+        _tokenizers.move_to_end(key)
         return tokenizer
 
 

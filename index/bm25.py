@@ -48,7 +48,9 @@ class Bm25Index:
         self.b = b
 
     @classmethod
-    def build(cls, documents: Sequence[Sequence[str]], k1: float = 1.2, b: float = 0.75) -> "Bm25Index":
+    def build(
+        cls, documents: Sequence[Sequence[str]], k1: float = 1.2, b: float = 0.75
+    ) -> "Bm25Index":
         """:raises ValueError: when k1 or b is out of range."""
         if k1 < 0 or not 0 <= b <= 1:
             raise ValueError(f"BM25 needs k1 >= 0 and 0 <= b <= 1, got k1={k1}, b={b}")
@@ -126,7 +128,8 @@ class Bm25Index:
             size = int(arrays["size"][0])
             k1, b = (float(x) for x in arrays["params"])
         terms = json.loads((directory / BM25_VOCAB).read_text(encoding="utf-8"))
-        return cls({term: term_id for term_id, term in enumerate(terms)}, indptr, indices, weights, size, k1, b)
+        vocabulary = {term: term_id for term_id, term in enumerate(terms)}
+        return cls(vocabulary, indptr, indices, weights, size, k1, b)
 
 
 def top_positions(

@@ -34,7 +34,8 @@ class EmbeddingCache:
         with self._connect() as connection:
             connection.execute("PRAGMA journal_mode=WAL")
             connection.execute(
-                "CREATE TABLE IF NOT EXISTS vectors (text_sha256 TEXT PRIMARY KEY, vector BLOB NOT NULL)"
+                "CREATE TABLE IF NOT EXISTS vectors"
+                " (text_sha256 TEXT PRIMARY KEY, vector BLOB NOT NULL)"
             )
 
     def _connect(self) -> sqlite3.Connection:

@@ -73,7 +73,8 @@ class DenseIndex:
                 return []
             return top_positions(allowed, self.vectors[allowed] @ query[0], k)
         distances, labels = self.index.search(query, min(k, self.size))
-        return [(int(label), float(score)) for label, score in zip(labels[0], distances[0]) if label >= 0]
+        pairs = zip(labels[0], distances[0])
+        return [(int(label), float(score)) for label, score in pairs if label >= 0]
 
     def save(self, directory: Path) -> list[str]:
         faiss.write_index(self.index, str(directory / DENSE_FILE))

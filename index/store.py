@@ -117,6 +117,10 @@ def _write_json(path: Path, value) -> None:
     path.write_text(json.dumps(value, ensure_ascii=False, separators=(",", ":")), encoding="utf-8")
 
 
+def _read_json(path: Path):
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
 def _fsync_directory(directory: Path) -> None:
     for path in directory.iterdir():
         with open(path, "rb") as handle:
@@ -129,11 +133,21 @@ def _fsync_directory(directory: Path) -> None:
 
 
 @contextlib.contextmanager
-def _swap_lock(index_dir: Path) -> Iterator[None]:
-    """Serialises the final rename dance of builds of the same directory across processes."""
+def _swap_lock(index_dir: Path, shared: bool = False) -> Iterator[None]:
+    """Serialises the rename dance of builds of the same directory across processes
+    (exclusive), and keeps loaders (shared) from reading in the instant between the two
+    renames, when no index is in place. Loaders never create the lock file: where it is
+    missing (or unreadable), no build has swapped an index in, and they go on unlocked."""
     lock_path = index_dir.parent / f".{index_dir.name}.lock"
-    with open(lock_path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+    try:
+        handle = open(lock_path, "r" if shared else "a")
+    except OSError:
+        if not shared:
+            raise
+        yield
+        return
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
         try:
             yield
         finally:
@@ -195,6 +209,74 @@ def _analyze_all(
     return all_chunk_terms, all_sentence_terms
 
 
+def _write_index(
+    directory: Path,
+    settings: Settings,
+    embedder: Embedder,
+    documents: Sequence[Document],
+    chunks: Sequence[Chunk],
+    analyzer: Analyzer,
+    bm25: Bm25Index,
+    dense: DenseIndex,
+    sentence_terms: list[list[list[str]]],
+) -> dict:
+    """Writes every index file into `directory`, then the manifest naming their checksums,
+    and syncs them to disk; returns the manifest."""
+    files = [*bm25.save(directory), *dense.save(directory)]
+    _write_json(directory / DOCUMENTS, [d.to_dict(with_text=True) for d in documents])
+    _write_json(directory / CHUNKS, [chunk.to_dict() for chunk in chunks])
+    _write_json(directory / SENTENCE_TERMS, sentence_terms)
+    _write_json(directory / USER_WORDS, list(analyzer.user_words))
+    files += [DOCUMENTS, CHUNKS, SENTENCE_TERMS, USER_WORDS]
+    fingerprint = corpus_fingerprint(chunks)
+    built_at = datetime.now(timezone.utc)
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "version": f"{fingerprint[:8]}-{built_at:%Y%m%dT%H%M%SZ}",
+        "built_at": built_at.isoformat(timespec="seconds"),
+        "embedder": embedder.id,
+        "embedder_fingerprint": embedder_fingerprint(embedder),
+        "dim": dense.dim,
+        "dense_index": dense.kind,
+        "corpus_fingerprint": fingerprint,
+        "counts": {
+            "documents": len(documents),
+            "sections": sum(len(d.sections) for d in documents),
+            "chunks": len(chunks),
+            "vocabulary": len(bm25.vocabulary),
+            "user_words": len(analyzer.user_words),
+        },
+        "settings": _index_settings(settings),
+        "versions": _package_versions(),
+        "files": {name: _sha256_file(directory / name) for name in sorted(files)},
+    }
+    _write_json(directory / MANIFEST, manifest)
+    _fsync_directory(directory)
+    return manifest
+
+
+def _remove_abandoned_builds(index_dir: Path) -> None:
+    """Deletes what killed builds left beside `index_dir`: temporary directories of
+    processes that no longer run, and a previous index whose deletion was interrupted."""
+    for path in index_dir.parent.glob(f".{index_dir.name}.tmp-*"):
+        pid = path.name.removeprefix(f".{index_dir.name}.tmp-").split("-")[0]
+        if pid.isdigit() and not _process_running(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+    with _swap_lock(index_dir):
+        for path in index_dir.parent.glob(f".{index_dir.name}.old-*"):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _process_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: existence check only
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # it exists, owned by another user
+    return True
+
+
 def build_index(
     settings: Settings, progress: bool = True, documents: Sequence[Document] | None = None
 ) -> BuildReport:
@@ -241,40 +323,12 @@ def build_index(
 
     index_dir = Path(settings.index_dir)
     index_dir.parent.mkdir(parents=True, exist_ok=True)
+    _remove_abandoned_builds(index_dir)
     building = index_dir.parent / f".{index_dir.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     building.mkdir()
     try:
-        files = [*bm25.save(building), *dense.save(building)]
-        _write_json(building / DOCUMENTS, [d.to_dict(with_text=True) for d in documents])
-        _write_json(building / CHUNKS, [chunk.to_dict() for chunk in chunks])
-        _write_json(building / SENTENCE_TERMS, sentence_terms)
-        _write_json(building / USER_WORDS, list(analyzer.user_words))
-        files += [DOCUMENTS, CHUNKS, SENTENCE_TERMS, USER_WORDS]
-        fingerprint = corpus_fingerprint(chunks)
-        built_at = datetime.now(timezone.utc)
-        version = f"{fingerprint[:8]}-{built_at:%Y%m%dT%H%M%SZ}"
-        manifest = {
-            "format_version": FORMAT_VERSION,
-            "version": version,
-            "built_at": built_at.isoformat(timespec="seconds"),
-            "embedder": embedder.id,
-            "embedder_fingerprint": embedder_fingerprint(embedder),
-            "dim": dense.dim,
-            "dense_index": dense.kind,
-            "corpus_fingerprint": fingerprint,
-            "counts": {
-                "documents": len(documents),
-                "sections": sum(len(d.sections) for d in documents),
-                "chunks": len(chunks),
-                "vocabulary": len(bm25.vocabulary),
-                "user_words": len(analyzer.user_words),
-            },
-            "settings": _index_settings(settings),
-            "versions": _package_versions(),
-            "files": {name: _sha256_file(building / name) for name in sorted(files)},
-        }
-        _write_json(building / MANIFEST, manifest)
-        _fsync_directory(building)
+        manifest = _write_index(building, settings, embedder, documents, chunks, analyzer,
+                                bm25, dense, sentence_terms)
         _swap_into_place(building, index_dir)
     except BaseException:
         shutil.rmtree(building, ignore_errors=True)
@@ -288,12 +342,15 @@ def build_index(
         cached=cached,
         seconds=time.perf_counter() - started,
         load_errors=load_errors,
-        version=version,
+        version=manifest["version"],
     )
 
 
-def _rebuild_hint(path: Path) -> str:
-    return f"请重新构建索引 / rebuild it: policyqa build --index-dir {path}"
+def _refusal(path: Path, chinese: str, english: str) -> IndexLoadError:
+    """The error for an index that cannot be served: what is wrong, then how to fix it."""
+    return IndexLoadError(
+        f"{chinese} / {english}. 请重新构建索引 / rebuild it: policyqa build --index-dir {path}"
+    )
 
 
 def read_manifest(path: Path, settings: Settings) -> dict:
@@ -304,36 +361,44 @@ def read_manifest(path: Path, settings: Settings) -> dict:
     """
     manifest_path = path / MANIFEST
     if not path.is_dir():
-        raise IndexLoadError(f"索引不存在 / no index at {path}. {_rebuild_hint(path)}")
+        raise _refusal(path, "索引不存在", f"no index at {path}")
     try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        manifest = _read_json(manifest_path)
         files = dict(manifest["files"])
     except FileNotFoundError:
-        raise IndexLoadError(f"索引缺少清单文件 / index manifest missing: {manifest_path}. {_rebuild_hint(path)}") from None
+        raise _refusal(path, "索引缺少清单文件", f"index manifest missing: {manifest_path}") from None
     except (ValueError, KeyError, TypeError) as error:
-        raise IndexLoadError(f"索引清单已损坏 / index manifest is corrupt ({error}). {_rebuild_hint(path)}") from None
+        raise _refusal(path, "索引清单已损坏", f"index manifest is corrupt ({error})") from None
     if manifest.get("format_version") != FORMAT_VERSION:
-        raise IndexLoadError(
-            f"索引格式版本不符 / index format version {manifest.get('format_version')!r} "
-            f"is not the supported {FORMAT_VERSION}. {_rebuild_hint(path)}"
+        raise _refusal(
+            path, "索引格式版本不符",
+            f"index format version {manifest.get('format_version')!r} is not the supported "
+            f"{FORMAT_VERSION}",
         )
-    expected = _index_settings(settings)
-    built_with = manifest.get("settings", {})
     if manifest.get("embedder") != settings.embedder:
-        raise IndexLoadError(
-            f"索引的向量模型不符 / index was built with embedder {manifest.get('embedder')!r}, "
-            f"settings ask for {settings.embedder!r}. {_rebuild_hint(path)}"
+        raise _refusal(
+            path, "索引的向量模型不符",
+            f"index was built with embedder {manifest.get('embedder')!r}, "
+            f"settings ask for {settings.embedder!r}",
         )
-    differing = {name: (built_with.get(name), value) for name, value in expected.items() if built_with.get(name) != value}
+    built_with = manifest.get("settings", {})
+    differing = [
+        f"{name}: index {built_with.get(name)!r} != settings {value!r}"
+        for name, value in _index_settings(settings).items()
+        if built_with.get(name) != value
+    ]
     if differing:
-        details = ", ".join(f"{name}: index {built!r} != settings {wanted!r}" for name, (built, wanted) in differing.items())
-        raise IndexLoadError(f"索引的构建设置与当前设置不符 / index settings differ ({details}). {_rebuild_hint(path)}")
+        raise _refusal(
+            path, "索引的构建设置与当前设置不符", f"index settings differ ({', '.join(differing)})"
+        )
     for name, checksum in files.items():
         file_path = path / name
         if not file_path.is_file():
-            raise IndexLoadError(f"索引文件缺失 / index file missing: {file_path}. {_rebuild_hint(path)}")
+            raise _refusal(path, "索引文件缺失", f"index file missing: {file_path}")
         if _sha256_file(file_path) != checksum:
-            raise IndexLoadError(f"索引文件已损坏 / index file corrupt (checksum mismatch): {file_path}. {_rebuild_hint(path)}")
+            raise _refusal(
+                path, "索引文件已损坏", f"index file corrupt (checksum mismatch): {file_path}"
+            )
     return manifest
 
 
@@ -366,7 +431,8 @@ class Index:
         for position, chunk in enumerate(chunks):
             positions_by_doc.setdefault(chunk.doc_id, []).append(position)
         self._positions_by_doc = {
-            doc_id: np.asarray(positions, dtype=np.int64) for doc_id, positions in positions_by_doc.items()
+            doc_id: np.asarray(positions, dtype=np.int64)
+            for doc_id, positions in positions_by_doc.items()
         }
 
     @classmethod
@@ -382,19 +448,22 @@ class Index:
 
             settings = global_settings
         path = Path(path)
-        manifest = read_manifest(path, settings)
-        try:
-            documents = [_document_from_dict(d) for d in json.loads((path / DOCUMENTS).read_text(encoding="utf-8"))]
-            chunks = [Chunk.from_dict(c) for c in json.loads((path / CHUNKS).read_text(encoding="utf-8"))]
-            sentence_terms = json.loads((path / SENTENCE_TERMS).read_text(encoding="utf-8"))
-            user_words = json.loads((path / USER_WORDS).read_text(encoding="utf-8"))
-            bm25 = Bm25Index.load(path)
-            dense = DenseIndex.load(path)
-        except (OSError, ValueError, KeyError, TypeError, RuntimeError) as error:
-            raise IndexLoadError(f"索引文件无法读取 / index files unreadable ({error}). {_rebuild_hint(path)}") from None
+        with _swap_lock(path, shared=True):
+            manifest = read_manifest(path, settings)
+            try:
+                documents = [_document_from_dict(d) for d in _read_json(path / DOCUMENTS)]
+                chunks = [Chunk.from_dict(c) for c in _read_json(path / CHUNKS)]
+                sentence_terms = _read_json(path / SENTENCE_TERMS)
+                user_words = _read_json(path / USER_WORDS)
+                bm25 = Bm25Index.load(path)
+                dense = DenseIndex.load(path)
+            except (OSError, ValueError, KeyError, TypeError, RuntimeError) as error:
+                raise _refusal(path, "索引文件无法读取", f"index files unreadable ({error})") from None
         sizes = {len(chunks), bm25.size, dense.size, len(sentence_terms)}
         if len(sizes) != 1:
-            raise IndexLoadError(f"索引文件彼此不一致 / index files disagree on the chunk count {sorted(sizes)}. {_rebuild_hint(path)}")
+            raise _refusal(
+                path, "索引文件彼此不一致", f"index files disagree on the chunk count {sorted(sizes)}"
+            )
         try:
             embedder = make_embedder(manifest["embedder"])
         except EmbedderError as error:

@@ -31,10 +31,13 @@ _ENUMERATION_START = re.compile(
     r"^\s*(?:[二三四五六七八九十]+是|其[二三四五六七八九十]|第[二三四五六七八九十]|"
     r"[（(][二三四五六七八九十\d]+[）)]|\d+[.、．]|[②③④⑤⑥⑦⑧⑨⑩]|[-•·])"
 )
+_FIRST_ITEM = re.compile(r"^\s*(?:一是|其一|第一|[（(][一1][）)]|1[.、．]|①)")
 _HEADING_START = re.compile(r"^\s*(?:[一二三四五六七八九十]+、|[（(][一二三四五六七八九十\d]+[）)]|\d+[.、．])")
+_YEAR = re.compile(r"(?:19|20)\d{2}(?=年)")
 _YEAR_OR_NUMBER_IN_QUESTION = re.compile(r"(?:19|20)\d{2}|\d+(?:\.\d+)?")
 _CJK = re.compile(r"[\u4e00-\u9fff]")
 HEADING_CREDIT = 0.5
+ANCHOR_MIN_CHARS = 3
 _MAX_ANSWER_CHARS = 260
 _MAX_LIST_ANSWER_CHARS = 600
 
@@ -97,6 +100,23 @@ class Answerer:
             for chunk in index.chunks
         ]
         self._document_text = {document.doc_id: document.text for document in index.documents}
+        self._document_terms: dict[str, set[str]] = {}
+        for position, chunk in enumerate(index.chunks):
+            terms = self._document_terms.setdefault(chunk.doc_id, set(index.analyze(chunk.title)))
+            terms.update(term for sentence in index.sentence_terms(position) for term in sentence)
+            terms.update(self._heading_terms[position])
+        self._section_text = [self._section_of(chunk) for chunk in index.chunks]
+
+    def _section_of(self, chunk: Chunk) -> str:
+        """The whole text of the chunk's section (tables put a year in a header row that
+        the chunk holding a figure may not include)."""
+        text = self._document_text.get(chunk.doc_id, "")
+        document = next((d for d in self.index.documents if d.doc_id == chunk.doc_id), None)
+        if document is not None and chunk.section_path:
+            for section in document.sections:
+                if section.path == chunk.section_path:
+                    return _without_spaces(chunk.section + text[section.char_span[0] : section.char_span[1]])
+        return _without_spaces(chunk.section + chunk.text)
 
     @staticmethod
     def _inverse_document_frequencies(index: Index) -> dict[str, float]:
@@ -157,17 +177,49 @@ class Answerer:
             "".join(hit.chunk.text for hit in hits[: self.read_depth])
             + "".join(self._document_text.get(s.chunk.doc_id, "") for s in chosen)
         )
-        missing = tuple(
+        missing = [
             token for token in _YEAR_OR_NUMBER_IN_QUESTION.findall(_without_spaces(question))
             if token not in evidence_text
-        )
+        ]
+        # A year is a constraint on the passage: a best sentence that dates its figure to
+        # another year ("2021 年…税收总额") does not answer "2022年税收", unless the
+        # section speaks of the asked year too.
+        best_context = self._section_text[self._position[best.chunk.chunk_id]]
+        other_years = set(_YEAR.findall(_without_spaces(best.text)))
+        missing += [
+            year for year in _YEAR.findall(_without_spaces(question))
+            if year not in best_context and other_years - {year} and year not in missing
+        ]
+        missing += self._missing_anchors(question, focus, best)
+        if not _has_answer_type(kind, best.text):
+            missing.append(f"<{kind.value}>")
         span = _tight_span(kind, best.text, weights) if kind in (QuestionKind.NUMBER, QuestionKind.DATE) else None
-        return Extract(tuple(chosen), best.coverage, missing, span, kind)
+        return Extract(tuple(chosen), best.coverage, tuple(missing), span, kind)
+
+    def _missing_anchors(self, question: str, focus: str, best: ScoredSentence) -> list[str]:
+        """Names the question is about (words of 3+ characters that the corpus knows, such as
+        临港新片区 or 钻石交易所) that the answering document never mentions: the passage is
+        then about something else, however many other words it shares. Checked against the
+        whole document, since documents name their subject once and abbreviate after."""
+        passage_terms = self._document_terms.get(best.chunk.doc_id, set())
+        document_text = self._document_text.get(best.chunk.doc_id, "")
+        asked = set(self.index.analyze(question)) | set(self.index.analyze(focus))
+        return sorted(
+            term for term in asked
+            if len(term) >= ANCHOR_MIN_CHARS and term in self._idf and term not in passage_terms
+            and not any(term in other for other in passage_terms if len(other) > len(term))
+            and not _abbreviation_in(term, document_text)
+        )
 
     def _choose(
         self, best: ScoredSentence, scored: list[ScoredSentence], kind: QuestionKind
     ) -> list[ScoredSentence]:
         chosen = [best]
+        following = best.sentence_index + 1
+        if len(_CJK.findall(best.text)) < 20 and following < len(best.chunk.sentences):
+            # a run-in heading ("深化跨境贸易降费提速改革。") says what, the next sentence how
+            span = best.chunk.sentences[following]
+            chosen.append(ScoredSentence(best.hit_rank, best.chunk, following, span, best.coverage, best.score))
         if kind is QuestionKind.LIST:
             chosen.extend(self._list_continuation(best))
         limit = _MAX_LIST_ANSWER_CHARS if kind is QuestionKind.LIST else _MAX_ANSWER_CHARS
@@ -184,20 +236,59 @@ class Answerer:
         return _in_reading_order(chosen)
 
     def _list_continuation(self, head: ScoredSentence) -> list[ScoredSentence]:
-        """The enumeration that follows a list's lead sentence in the same chunk
-        (一是…；二是…), so a 哪些 question gets the whole list."""
-        following: list[ScoredSentence] = []
+        """The rest of the enumeration the best sentence belongs to, in the same chunk, so a
+        哪些 question gets the whole list: back to its 一是 when it starts at 二是, and on
+        through items that start with an enumerator (二是… / （三）…), continue a run of
+        ；-separated clauses on one line, follow a lead-in ending in ：, or open the same
+        way as the item before (防范贸易风险… 防范金融风险…)."""
         spans = head.chunk.sentences
-        length = len(head.text)
-        for index in range(head.sentence_index + 1, len(spans)):
-            text = head.chunk.text[spans[index][0] : spans[index][1]]
-            if not _ENUMERATION_START.match(text) or length + len(text) > _MAX_LIST_ANSWER_CHARS:
-                break
-            following.append(
-                ScoredSentence(head.hit_rank, head.chunk, index, spans[index], head.coverage, head.score)
+        text_of = lambda i: head.chunk.text[spans[i][0] : spans[i][1]]  # noqa: E731
+        first = head.sentence_index
+        if _ENUMERATION_START.match(text_of(first)):  # a later item (二是…): find 一是
+            while first > 0:
+                previous = text_of(first - 1)
+                if not (_ENUMERATION_START.match(previous) or _FIRST_ITEM.match(previous)):
+                    break
+                first -= 1
+                if _FIRST_ITEM.match(previous):
+                    break
+        items = list(range(first, head.sentence_index))
+        length = sum(len(text_of(i)) for i in items) + len(head.text)
+        last = head.sentence_index
+        for index in range(last + 1, len(spans)):
+            previous, text = text_of(index - 1), text_of(index)
+            same_line = "\n" not in head.chunk.text[spans[index - 1][1] : spans[index][0]]
+            continues = (
+                _ENUMERATION_START.match(text)
+                or previous.rstrip().endswith(("：", ":"))
+                or (same_line and previous.rstrip().endswith(("；", ";")))
+                or (len(previous) > 2 and text.lstrip()[:2] == previous.lstrip()[:2])
             )
+            if not continues or length + len(text) > _MAX_LIST_ANSWER_CHARS:
+                break
+            items.append(index)
             length += len(text)
-        return following
+        return [
+            ScoredSentence(head.hit_rank, head.chunk, index, spans[index], head.coverage, head.score)
+            for index in items
+        ]
+
+
+def _has_answer_type(kind: QuestionKind, sentence: str) -> bool:
+    """A 多少 question is answered by a sentence with a figure in it; a 何时 question by one
+    with a date or period."""
+    if kind is QuestionKind.NUMBER:
+        return bool(re.search(r"\d|[一二两三四五六七八九十百千万]+\s*[届家个项倍年次条座所类大]|若干|一批", sentence))
+    if kind is QuestionKind.DATE:
+        return bool(re.search(r"\d|[一二三四五六七八九十]+\s*[年月届]|每年|年底|年内|同期|以来", sentence))
+    return True
+
+
+def _abbreviation_in(term: str, text: str) -> bool:
+    """Chinese abbreviates by keeping characters in order (进博会 for 进口博览会, 综保区 for
+    综合保税区): does `text` hold such a longer form of `term`?"""
+    pattern = "[^，。；、\\s]{0,3}".join(re.escape(char) for char in term)
+    return re.search(pattern, text) is not None
 
 
 def _without_spaces(text: str) -> str:
@@ -215,6 +306,8 @@ def _shape_factor(text: str, chunk: Chunk) -> float:
         return 0.5
     if len(stripped) < 20 and not text.strip().endswith(("。", "；", "！", "？")):
         return 0.6
+    if len(_CJK.findall(stripped)) < 14:
+        return 0.7  # a run-in heading such as "深化跨境贸易降费提速改革。"
     return 1.0
 
 
@@ -264,6 +357,8 @@ def _overlapping(a: ScoredSentence, b: ScoredSentence) -> bool:
 def _in_reading_order(sentences: list[ScoredSentence]) -> list[ScoredSentence]:
     """Best chunk first; within a chunk, document order."""
     chunk_order: dict[str, int] = {}
+    unique: dict[tuple[str, int], ScoredSentence] = {}
     for sentence in sentences:
         chunk_order.setdefault(sentence.chunk.chunk_id, len(chunk_order))
-    return sorted(sentences, key=lambda s: (chunk_order[s.chunk.chunk_id], s.span[0]))
+        unique.setdefault((sentence.chunk.chunk_id, sentence.sentence_index), sentence)
+    return sorted(unique.values(), key=lambda s: (chunk_order[s.chunk.chunk_id], s.span[0]))

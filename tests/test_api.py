@@ -132,6 +132,8 @@ def test_health_and_ready(client, assistant):
         pytest.param({"question": ""}, id="empty"),
         pytest.param({"question": " \n\t　"}, id="whitespace"),
         pytest.param({"question": "问" * 501}, id="over-max-question-chars"),
+        # Passes the API's own checks; the assistant's QuestionError becomes the 422.
+        pytest.param({"question": "\u0000\u0007\u200b"}, id="control-characters-only"),
         pytest.param({}, id="missing-question"),
         pytest.param({"question": [ECHO_MARKER]}, id="question-not-string"),
         pytest.param({"question": 12345}, id="question-number"),
@@ -346,3 +348,25 @@ def test_serve_start_up_refuses_a_corrupt_index_with_a_message(tmp_path, seed_se
         load_or_build_assistant(seed_settings.model_copy(update={"index_dir": index_dir}))
     assert "policyqa build" in refused.value.message
     assert (index_dir / "manifest.json").read_text(encoding="utf-8") == "{not json"  # untouched
+
+
+def test_cors_allows_only_the_configured_origins(tmp_path, seed_settings, assistant):
+    from ui.app import create_app
+
+    settings = seed_settings.model_copy(
+        update={"cors_origins": ["http://portal.example"], "feedback_db": tmp_path / "fb.sqlite3"}
+    )
+    preflight = {"Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "content-type"}
+    with running(create_app(settings, assistant=assistant)) as base, httpx.Client(base_url=base) as http:
+        allowed = http.options("/api/ask", headers={"Origin": "http://portal.example", **preflight})
+        assert allowed.headers.get("access-control-allow-origin") == "http://portal.example"
+        other = http.options("/api/ask", headers={"Origin": "http://elsewhere.example", **preflight})
+        assert "access-control-allow-origin" not in other.headers
+        simple = http.get("/api/documents", headers={"Origin": "http://portal.example"})
+        assert simple.headers.get("access-control-allow-origin") == "http://portal.example"
+
+
+def test_without_cors_origins_no_cross_origin_header_is_sent(client):
+    response = client.get("/api/documents", headers={"Origin": "http://portal.example"})
+    assert response.status_code == 200
+    assert "access-control-allow-origin" not in response.headers

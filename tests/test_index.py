@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -62,7 +63,9 @@ class BigramHashEmbedder:
         return vector / max(float(np.linalg.norm(vector)), 1e-12)
 
     def embed_queries(self, texts):
-        return np.stack([self._vector(t) for t in texts]) if texts else np.zeros((0, self.dim), np.float32)
+        if not texts:
+            return np.zeros((0, self.dim), np.float32)
+        return np.stack([self._vector(t) for t in texts])
 
     def embed_passages(self, texts):
         self.passages_embedded += len(texts)
@@ -244,7 +247,9 @@ def test_build_writes_manifest_with_checksums(small_index_dir: Path, small_setti
     manifest = json.loads((small_index_dir / MANIFEST).read_text(encoding="utf-8"))
     assert manifest["embedder"] == FAKE_SPEC and manifest["dim"] == 64
     assert manifest["settings"]["use_bigrams"] is True
-    assert set(manifest["files"]) >= {"dense.faiss", "bm25.npz", "chunks.json", "sentence_terms.json"}
+    assert set(manifest["files"]) >= {
+        "dense.faiss", "bm25.npz", "chunks.json", "sentence_terms.json", "user_words.json"
+    }
     index = Index.load(small_index_dir, small_settings)
     assert {d.doc_id for d in index.documents} == {"001", "002"}
     assert len(index.chunks) == manifest["counts"]["chunks"] == index._dense.size
@@ -340,7 +345,9 @@ def test_load_refuses_an_index_of_another_embedder(small_index_dir, small_settin
         Index.load(small_index_dir, small_settings)
 
 
-def test_load_refuses_another_format_version_or_other_index_settings(small_index_dir, small_settings):
+def test_load_refuses_another_format_version_or_other_index_settings(
+    small_index_dir, small_settings
+):
     with pytest.raises(IndexLoadError, match="use_bigrams"):
         Index.load(small_index_dir, small_settings.model_copy(update={"use_bigrams": False}))
     manifest_path = small_index_dir / MANIFEST
@@ -400,7 +407,21 @@ def test_failed_swap_restores_the_previous_index(small_index_dir, small_settings
         build_index(small_settings, progress=False)
     monkeypatch.undo()
     assert Index.load(small_index_dir, small_settings).version == old_version
-    assert [p.name for p in small_index_dir.parent.iterdir() if ".tmp-" in p.name or ".old-" in p.name] == []
+    names = [p.name for p in small_index_dir.parent.iterdir()]
+    assert [name for name in names if ".tmp-" in name or ".old-" in name] == []
+
+
+def test_build_removes_what_killed_builds_left_behind(small_index_dir, small_settings):
+    parent = small_index_dir.parent
+    dead_build = parent / ".index.tmp-999999999-deadbeef"  # no such process
+    live_build = parent / f".index.tmp-{os.getpid()}-cafecafe"  # this process: keep
+    interrupted_swap = parent / ".index.old-0badf00d"
+    for directory in (dead_build, live_build, interrupted_swap):
+        directory.mkdir()
+        (directory / "chunks.json").write_text("[]", encoding="utf-8")
+    build_index(small_settings, progress=False)
+    assert not dead_build.exists() and not interrupted_swap.exists()
+    assert live_build.exists()
 
 
 def test_build_refuses_an_empty_corpus(tmp_path, small_settings, fake_embedder):
@@ -476,7 +497,8 @@ def test_seed_index_known_question_finds_the_construction_background(seed_index)
 
 
 def test_seed_rebuild_with_nothing_changed_embeds_nothing(seed_index_dir, seed_settings, tmp_path):
-    report = build_index(seed_settings.model_copy(update={"index_dir": tmp_path / "index"}), progress=False)
+    rebuild_settings = seed_settings.model_copy(update={"index_dir": tmp_path / "index"})
+    report = build_index(rebuild_settings, progress=False)
     assert report.embedded == 0 and report.cached == report.chunks
     assert report.documents >= 5
 
@@ -524,3 +546,34 @@ def test_cli_build_fails_with_one_error_line(small_settings, monkeypatch, flags,
     assert result.exit_code == 1
     assert result.output.startswith("Error:") and message in result.output
     assert "Traceback" not in result.output
+
+
+def test_two_processes_building_the_same_index_at_once_leave_one_complete_index(
+    seed_index_dir, seed_settings, tmp_path
+):
+    import subprocess
+    import sys
+
+    corpus_dir = tmp_path / "corpus"
+    corpus_dir.mkdir()
+    shutil.copy(next(SEED_DIR.glob("001_*")), corpus_dir)  # its vectors are in the seed cache
+    index_dir = tmp_path / "shared" / "index"
+    script = (
+        "import sys; from pathlib import Path; from corpus.settings import Settings; "
+        "from index import build_index; "
+        "r = build_index(Settings(corpus_dir=Path(sys.argv[1]), index_dir=Path(sys.argv[2]), "
+        "cache_dir=Path(sys.argv[3])), progress=False); print(r.embedded, r.chunks)"
+    )
+    command = [
+        sys.executable, "-c", script, str(corpus_dir), str(index_dir), str(seed_settings.cache_dir)
+    ]
+    builders = [
+        subprocess.Popen(command, cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
+        for _ in range(2)
+    ]
+    outputs = [builder.communicate(timeout=300) for builder in builders]
+    assert [builder.returncode for builder in builders] == [0, 0], outputs
+    index = Index.load(index_dir, seed_settings.model_copy(update={"index_dir": index_dir}))
+    assert {chunk.doc_id for chunk in index.chunks} == {"001"}
+    assert sorted(p.name for p in index_dir.parent.iterdir()) == [".index.lock", "index"]

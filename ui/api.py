@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 from corpus.models import Document
 from corpus.settings import Settings
 from ui.errors import ApiError
+from ui.kb import rebuild_fields
 from ui.schemas import (
     AskRequest,
     AskResponse,
@@ -211,9 +212,12 @@ def healthz() -> dict:
 def readyz(request: Request) -> Any:
     """200 with what the loaded index was built from; 503 while no index is loaded."""
     assistant = getattr(request.app.state, "assistant", None)
+    rebuild = rebuild_fields(request.app)
     if assistant is None:
-        return JSONResponse({"status": "not_ready", "message": NOT_READY}, status_code=503)
-    return readiness(assistant)
+        return JSONResponse(
+            {"status": "not_ready", "message": NOT_READY, **rebuild}, status_code=503
+        )
+    return {**readiness(assistant), **rebuild}
 
 
 def readiness(assistant: "Assistant") -> dict:

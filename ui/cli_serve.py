@@ -60,10 +60,9 @@ def serve(
 
     Examples:
 
+    \b
         policyqa serve
-
         policyqa serve --host 0.0.0.0 --port 8080 --index-dir /srv/policyqa/index
-
         curl -s localhost:8000/api/ask -H 'content-type: application/json' \\
             -d '{"question": "虹桥国际开放枢纽包括哪些区域？"}'
     """
@@ -116,10 +115,9 @@ def feedback(
 
     Examples:
 
+    \b
         policyqa feedback
-
         policyqa feedback --rating down --json
-
         policyqa feedback --export eval/data/feedback_candidates.jsonl
     """
     from ui.feedback import FeedbackStore

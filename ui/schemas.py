@@ -7,6 +7,8 @@ where the settings are known; the static bounds here only stop absurd input earl
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 EXAMPLE_QUESTION = "虹桥国际开放枢纽包括哪些区域？"
@@ -216,3 +218,7 @@ class Readiness(BaseModel):
     index_version: str | None = Field(default=None, description="索引版本。Index version.")
     chunks: int | None = Field(default=None, description="段落数。Number of chunks indexed.")
     documents: int | None = Field(default=None, description="文档数。Number of documents.")
+    rebuild: dict[str, Any] | None = Field(
+        default=None,
+        description="索引重建状态。Background rebuild: running, queued, requested, applied, last.",
+    )

@@ -1,0 +1,382 @@
+"""Managing the knowledge base while the service runs: the admin API and the rebuild manager.
+
+    POST   /api/documents        upload a document (multipart: file + optional metadata)
+    DELETE /api/documents/{id}   remove a document (its original is kept aside)
+    POST   /api/reindex          rebuild the index from the corpus folder
+    GET    /api/reindex          where rebuilding stands (also in /readyz under "rebuild")
+
+Admin routes need `settings.admin_api_key` (`Authorization: Bearer <key>` or `X-API-Key`)
+and are off (503) while no key is configured.
+
+Every change is followed by a background rebuild (`RebuildManager`): one at a time, and a
+request arriving during a rebuild queues exactly one more, which will include it. Each
+rebuild builds a new index version beside the serving one, loads it into a new `Assistant`,
+publishes it on disk and only then assigns `app.state.assistant` once. Until that moment
+every question is answered from the previous index; if the rebuild fails, it stays.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from fastapi import APIRouter, FastAPI, File, Form, Request, UploadFile
+from fastapi.responses import JSONResponse
+
+from corpus.library import (
+    AddedDocument,
+    DocumentMetadata,
+    DuplicateDocumentError,
+    Library,
+    LibraryError,
+)
+from corpus.models import Document
+from corpus.settings import Settings
+from ui.errors import ApiError, error_body
+
+if TYPE_CHECKING:
+    from qa import Assistant
+
+log = logging.getLogger("policyqa.kb")
+
+UPLOAD_PATH = "/api/documents"
+# Multipart framing and the metadata fields around the file; the file itself is checked
+# against settings.max_document_bytes exactly while it is read.
+UPLOAD_OVERHEAD_BYTES = 256 * 1024
+_READ_BLOCK = 1 << 20
+ADMIN_OFF = "管理接口未启用：请在服务端设置 POLICYQA_ADMIN_API_KEY 后重启。"
+ADMIN_KEY_WRONG = "管理密钥缺失或错误（请使用 Authorization: Bearer <密钥> 或 X-API-Key 请求头）。"
+STATUS_FOR_CODE = {
+    "not_found": 404,
+    "invalid": 422,
+    "unsupported": 415,
+    "too_large": 413,
+    "conflict": 409,
+    "duplicate": 409,
+}
+
+
+# --- the rebuild manager ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BuildOutcome:
+    """One finished rebuild (or its failure, with `error`)."""
+
+    finished_at: str
+    seconds: float
+    version: str | None = None
+    documents: int | None = None
+    chunks: int | None = None
+    embedded: int | None = None  # passages embedded now; the rest came from the cache
+    cached: int | None = None
+    skipped_files: tuple[str, ...] = ()  # corpus files that did not load (messages)
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class RebuildStatus:
+    """Where rebuilding stands. A change is live once `applied` >= the ticket its request got."""
+
+    running: bool
+    queued: bool
+    requested: int  # tickets handed out so far
+    applied: int  # the highest ticket whose changes are in the serving index
+    last: BuildOutcome | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class RebuildManager:
+    """Rebuilds the index in a background thread, one at a time, and hands each new
+    assistant to `on_ready` only when it is complete and loaded.
+
+    `build` turns settings into a loaded `Assistant` plus a `BuildOutcome`; the default
+    reads the corpus through `Library`, builds a staged index version, loads it and
+    publishes it to settings.index_dir.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        on_ready: Callable[["Assistant"], None],
+        build: Callable[[Settings], tuple["Assistant", BuildOutcome]] | None = None,
+    ) -> None:
+        self.settings = settings
+        self._on_ready = on_ready
+        self._build = build or build_and_publish
+        self._lock = threading.Lock()
+        self._running = False
+        self._queued = False
+        self._requested = 0
+        self._applied = 0
+        self._last: BuildOutcome | None = None
+
+    def request(self) -> int:
+        """Asks for a rebuild that will include every change made before this call; returns
+        its ticket. Starts one now, or queues one (at most one) behind the running one."""
+        with self._lock:
+            self._requested += 1
+            ticket = self._requested
+            if self._running:
+                self._queued = True
+            else:
+                self._running = True
+                threading.Thread(target=self._run, name="policyqa-rebuild", daemon=True).start()
+        return ticket
+
+    def status(self) -> RebuildStatus:
+        with self._lock:
+            return RebuildStatus(self._running, self._queued, self._requested, self._applied, self._last)
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                covers = self._requested  # changes made before now are on disk already
+                self._queued = False
+            started = time.perf_counter()
+            try:
+                assistant, outcome = self._build(self.settings)
+                self._on_ready(assistant)
+            except Exception as error:  # the serving index stays; the status says why
+                log.exception("rebuild failed; still serving the previous index")
+                outcome = BuildOutcome(
+                    finished_at=_now(),
+                    seconds=round(time.perf_counter() - started, 2),
+                    error=f"重建索引失败，仍使用原索引：{_describe(error)}",
+                )
+            else:
+                log.info("index %s live after %.1f s", outcome.version, outcome.seconds)
+            with self._lock:
+                self._last = outcome
+                if outcome.error is None:
+                    self._applied = max(self._applied, covers)
+                if not self._queued:
+                    self._running = False
+                    return
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _describe(error: Exception) -> str:
+    text = str(error).strip()
+    return text if text and not text.isascii() else f"{type(error).__name__}: {text}"[:300]
+
+
+def build_and_publish(settings: Settings) -> tuple["Assistant", BuildOutcome]:
+    """Reads the corpus, builds a new index version beside the serving one (embedding only
+    passages missing from the cache), loads it into a new Assistant, then publishes it to
+    settings.index_dir. Nothing on disk changes when any step before publishing fails."""
+    from index.rebuild import build_staged, publish
+    from qa import Assistant
+
+    started = time.perf_counter()
+    loaded = Library(settings).load()
+    staged = build_staged(settings, loaded.documents)
+    assistant = Assistant(staged.index, settings)
+    publish(staged, settings)
+    report = staged.report
+    return assistant, BuildOutcome(
+        finished_at=_now(),
+        seconds=round(time.perf_counter() - started, 2),
+        version=report.version,
+        documents=report.documents,
+        chunks=report.chunks,
+        embedded=report.embedded,
+        cached=report.cached,
+        skipped_files=tuple(error.message for error in loaded.errors),
+    )
+
+
+def install(app: FastAPI, settings: Settings) -> None:
+    """Gives `app` its rebuild manager (`app.state.rebuild`), whose new assistants replace
+    `app.state.assistant` in one assignment."""
+
+    def go_live(assistant: "Assistant") -> None:
+        app.state.assistant = assistant
+
+    app.state.rebuild = RebuildManager(settings, on_ready=go_live)
+
+
+def rebuild_fields(app: FastAPI) -> dict[str, Any]:
+    """What /readyz adds about rebuilding: {"rebuild": status} when the app has a manager."""
+    manager = getattr(app.state, "rebuild", None)
+    return {"rebuild": manager.status().to_dict()} if manager is not None else {}
+
+
+# --- the admin API ------------------------------------------------------------------------------
+
+router = APIRouter(tags=["知识库管理 Knowledge base"])
+
+ADMIN_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"description": "管理密钥缺失或错误 / wrong or missing admin key"},
+    503: {"description": "管理接口未启用 / admin API off (no key configured)"},
+}
+
+
+def require_admin(request: Request) -> None:
+    """:raises ApiError: 503 while no admin key is configured, 401 for a wrong or missing one."""
+    expected = request.app.state.settings.admin_api_key
+    if not expected:
+        raise ApiError(503, "admin_disabled", ADMIN_OFF)
+    given = request.headers.get("x-api-key")
+    if given is None:
+        scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+        given = credentials.strip() if scheme.lower() == "bearer" else ""
+    if not hmac.compare_digest(given.encode("utf-8"), expected.encode("utf-8")):
+        raise ApiError(401, "unauthorized", ADMIN_KEY_WRONG)
+
+
+def _manager(request: Request) -> RebuildManager:
+    return request.app.state.rebuild
+
+
+def _library(request: Request) -> Library:
+    return Library(request.app.state.settings)
+
+
+def _library_error(error: LibraryError) -> JSONResponse:
+    body = error_body(error.code, error.message)
+    if isinstance(error, DuplicateDocumentError):
+        body["duplicate_of"] = error.doc_id
+    return JSONResponse(body, status_code=STATUS_FOR_CODE.get(error.code, 422))
+
+
+def _document_info(document: Document) -> dict[str, Any]:
+    return {
+        key: getattr(document, key)
+        for key in ("doc_id", "title", "issuer", "doc_number", "date", "kind", "status",
+                    "effective_date", "region", "source_file")
+    }
+
+
+def _rebuild_reply(manager: RebuildManager, ticket: int) -> dict[str, Any]:
+    return {"ticket": ticket, "rebuild": manager.status().to_dict()}
+
+
+def _receive_upload(upload: UploadFile, folder: Path, limit: int) -> Path:
+    """Copies the uploaded file into `folder`, stopping as soon as it exceeds `limit` bytes.
+
+    :raises LibraryError: ("too_large") over the limit.
+    """
+    target = folder / f"upload{Path(upload.filename or '').suffix.lower()}"
+    received = 0
+    with open(target, "wb") as stream:
+        while block := upload.file.read(_READ_BLOCK):
+            received += len(block)
+            if received > limit:
+                raise LibraryError("too_large", f"文件超过大小上限（{limit / 1024 / 1024:g} MB）。")
+            stream.write(block)
+    return target
+
+
+@router.post(
+    UPLOAD_PATH,
+    status_code=201,
+    responses={**ADMIN_RESPONSES, 409: {"description": "重复文件 / duplicate"},
+               413: {"description": "文件过大"}, 415: {"description": "不支持的类型"},
+               422: {"description": "文件无法读取"}},
+    summary="上传文档 / Add a document",
+)
+def upload_document(
+    request: Request,
+    file: UploadFile = File(description="txt / md / pdf / docx"),
+    title: str | None = Form(None, max_length=200),
+    issuer: str | None = Form(None, max_length=200),
+    doc_number: str | None = Form(None, max_length=100),
+    date: str | None = Form(None, max_length=10, description="YYYY-MM-DD"),
+    kind: str | None = Form(None, max_length=50),
+    status: str | None = Form(None, max_length=50, description="in force, superseded, ..."),
+    effective_date: str | None = Form(None, max_length=10),
+    region: str | None = Form(None, max_length=100),
+    replaces: str | None = Form(None, max_length=64, description="doc_id this one replaces"),
+    remove_replaced: bool = Form(False, description="remove the replaced document instead of flagging it"),
+) -> Any:
+    """Store a new policy document (the original file, unchanged) and rebuild the index in
+    the background. Metadata the form leaves out is read from the document (title, 文号,
+    dates). With `replaces`, the old document is marked superseded, or removed with
+    `remove_replaced`. Answers 201 with the document and a rebuild `ticket`: the document
+    is searchable once /readyz's `rebuild.applied` reaches it."""
+    require_admin(request)
+    settings: Settings = request.app.state.settings
+    metadata = DocumentMetadata(title, issuer, doc_number, date, kind, status, effective_date, region)
+    folder = Path(tempfile.mkdtemp(prefix="policyqa-upload-"))
+    try:
+        received = _receive_upload(file, folder, settings.max_document_bytes)
+        added: AddedDocument = _library(request).add(
+            received,
+            metadata,
+            original_name=Path(file.filename or "upload").name,
+            replaces=replaces or None,
+            remove_replaced=remove_replaced,
+        )
+    except LibraryError as error:
+        return _library_error(error)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    manager = _manager(request)
+    ticket = manager.request()
+    return JSONResponse(
+        {
+            "document": _document_info(added.document),
+            "replaced": (
+                {"doc_id": added.replaced_doc_id, "action": added.replaced_action}
+                if added.replaced_doc_id else None
+            ),
+            **_rebuild_reply(manager, ticket),
+        },
+        status_code=201,
+    )
+
+
+@router.delete(
+    UPLOAD_PATH + "/{doc_id}",
+    responses={**ADMIN_RESPONSES, 404: {"description": "未知文档"}, 409: {"description": "不能单独删除"}},
+    summary="删除文档 / Remove a document",
+)
+def remove_document(doc_id: str, request: Request) -> Any:
+    """Take a document out of the knowledge base (its original is kept in the corpus
+    folder's .removed/) and rebuild the index in the background."""
+    require_admin(request)
+    try:
+        removed = _library(request).remove(doc_id)
+    except LibraryError as error:
+        return _library_error(error)
+    manager = _manager(request)
+    ticket = manager.request()
+    return {"removed": asdict(removed), **_rebuild_reply(manager, ticket)}
+
+
+@router.post(
+    "/api/reindex",
+    status_code=202,
+    responses=ADMIN_RESPONSES,
+    summary="重建索引 / Rebuild the index",
+)
+def reindex(request: Request) -> Any:
+    """Rebuild the index from the corpus folder in the background (e.g. after `policyqa
+    add --no-build`). The service answers from the current index until the new one is
+    loaded. Answers 202 with a `ticket`."""
+    require_admin(request)
+    manager = _manager(request)
+    ticket = manager.request()
+    return JSONResponse(_rebuild_reply(manager, ticket), status_code=202)
+
+
+@router.get("/api/reindex", responses=ADMIN_RESPONSES, summary="重建状态 / Rebuild status")
+def reindex_status(request: Request) -> Any:
+    """Whether a rebuild is running or queued, and how the last one went."""
+    require_admin(request)
+    return {"rebuild": _manager(request).status().to_dict()}
