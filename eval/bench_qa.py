@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import platform
 import time
 from collections.abc import Callable, Sequence
@@ -32,14 +33,21 @@ class LatencyRow:
     answer_mean_ms: float | None
 
 
-def time_calls(call: Callable[[Any], Any], inputs: Sequence[Any], repeats: int = 1) -> list[float]:
-    """Wall-clock milliseconds of `call(x)` for each input, `repeats` passes over them."""
-    timings = []
+def time_calls(
+    calls: Sequence[Callable[[Any], Any]], inputs: Sequence[Any], repeats: int = 1
+) -> list[list[float]]:
+    """Wall-clock milliseconds of each `call(x)` for each input, `repeats` passes over them.
+
+    The calls take turns on each input, so a change in machine load (other processes on a
+    shared machine) touches every call alike instead of whichever happened to run then.
+    """
+    timings: list[list[float]] = [[] for _ in calls]
     for _ in range(repeats):
         for value in inputs:
-            started = time.perf_counter()
-            call(value)
-            timings.append((time.perf_counter() - started) * 1000)
+            for call, spent in zip(calls, timings):
+                started = time.perf_counter()
+                call(value)
+                spent.append((time.perf_counter() - started) * 1000)
     return timings
 
 
@@ -69,8 +77,11 @@ def bench_config(
     for question, history in list(questions)[:warmup]:
         assistant.ask(question, history=history)
     retrieve = retrieval_call(assistant, index, run_settings)
-    retrieval = time_calls(lambda pair: retrieve(pair[0]), questions, repeats)
-    answers = time_calls(lambda pair: assistant.ask(pair[0], history=pair[1]), questions, repeats)
+    retrieval, answers = time_calls(
+        [lambda pair: retrieve(pair[0]), lambda pair: assistant.ask(pair[0], history=pair[1])],
+        questions,
+        repeats,
+    )
     return LatencyRow(
         config=config,
         calls=len(answers),
@@ -103,7 +114,13 @@ def write_bench(rows: Sequence[LatencyRow], settings: Settings, path: Path, data
         "dataset": dataset,
         "commit": git_commit(),
         "date": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "machine": {"platform": platform.platform(), "processor": platform.machine()},
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.machine(),
+            "cpus": os.cpu_count(),
+            # the machine is shared: the 1-minute load average says how busy it was
+            "load_average_1m": round(os.getloadavg()[0], 2),
+        },
         "warmup": warmup,
         "repeats": repeats,
         "rows": [asdict(row) for row in rows],

@@ -22,6 +22,9 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import jieba
+import jieba.posseg
+
 from corpus.models import Chunk
 from index import Index
 from index.models import Hit
@@ -31,6 +34,8 @@ _ENUMERATION_START = re.compile(
     r"^\s*(?:[二三四五六七八九十]+是|其[二三四五六七八九十]|第[二三四五六七八九十]|"
     r"[（(][二三四五六七八九十\d]+[）)]|\d+[.、．]|[②③④⑤⑥⑦⑧⑨⑩]|[-•·])"
 )
+_QUESTION_WORD = re.compile(r"哪|什么|多少|几|怎么|如何|是否|吗")
+_NAME_TAGS = {"ns", "nr", "nrt", "nt", "nz"}  # jieba's place, person, organisation, other-name tags
 _FIRST_ITEM = re.compile(r"^\s*(?:一是|其一|第一|[（(][一1][）)]|1[.、．]|①)")
 _HEADING_START = re.compile(r"^\s*(?:[一二三四五六七八九十]+、|[（(][一二三四五六七八九十\d]+[）)]|\d+[.、．])")
 _YEAR = re.compile(r"(?:19|20)\d{2}(?=年)")
@@ -38,6 +43,8 @@ _YEAR_OR_NUMBER_IN_QUESTION = re.compile(r"(?:19|20)\d{2}|\d+(?:\.\d+)?")
 _CJK = re.compile(r"[\u4e00-\u9fff]")
 HEADING_CREDIT = 0.5
 ANCHOR_MIN_CHARS = 3
+CONSTRAINT_CANDIDATES = 8  # sentences tried, best first, for one that meets the constraints
+CONSTRAINT_SCORE_RATIO = 0.8  # ... as long as it scores at least this share of the best
 _MAX_ANSWER_CHARS = 260
 _MAX_LIST_ANSWER_CHARS = 600
 
@@ -106,6 +113,8 @@ class Answerer:
             terms.update(term for sentence in index.sentence_terms(position) for term in sentence)
             terms.update(self._heading_terms[position])
         self._section_text = [self._section_of(chunk) for chunk in index.chunks]
+        self._corpus_text = _without_spaces("".join(self._document_text.values()))
+        jieba.initialize()  # the part-of-speech tagger's dictionary, loaded once, not per question
 
     def _section_of(self, chunk: Chunk) -> str:
         """The whole text of the chunk's section (tables put a year in a header row that
@@ -169,32 +178,60 @@ class Answerer:
         if not scored:
             return Extract((), 0.0, (), None, kind)
         scored.sort(key=lambda s: (-s.score, s.hit_rank, s.sentence_index))
-        best = scored[0]
-        chosen = self._choose(best, scored, kind)
-        # A year or figure the question names must occur in the document that answers
-        # it; "2019年的税收" is not answered by a sentence about 2021.
-        evidence_text = _without_spaces(
-            "".join(hit.chunk.text for hit in hits[: self.read_depth])
-            + "".join(self._document_text.get(s.chunk.doc_id, "") for s in chosen)
-        )
-        missing = [
-            token for token in _YEAR_OR_NUMBER_IN_QUESTION.findall(_without_spaces(question))
-            if token not in evidence_text
-        ]
-        # A year is a constraint on the passage: a best sentence that dates its figure to
-        # another year ("2021 年…税收总额") does not answer "2022年税收", unless the
-        # section speaks of the asked year too.
-        best_context = self._section_text[self._position[best.chunk.chunk_id]]
-        other_years = set(_YEAR.findall(_without_spaces(best.text)))
-        missing += [
-            year for year in _YEAR.findall(_without_spaces(question))
-            if year not in best_context and other_years - {year} and year not in missing
-        ]
-        missing += self._missing_anchors(question, focus, best)
-        if not _has_answer_type(kind, best.text):
-            missing.append(f"<{kind.value}>")
+        unknown = self.unknown_names(question)
+        if unknown:
+            return Extract((scored[0],), scored[0].coverage, tuple(unknown), None, kind)
+        # The best sentence that meets the question's hard constraints answers, as long as it
+        # is not far behind the top one; when none does, the top one is kept and its unmet
+        # constraints make the assistant refuse.
+        best, missing = scored[0], self._unmet_constraints(question, focus, kind, scored[0], hits)
+        if missing:
+            for candidate in scored[1:CONSTRAINT_CANDIDATES]:
+                if candidate.score < CONSTRAINT_SCORE_RATIO * scored[0].score:
+                    break
+                if not self._unmet_constraints(question, focus, kind, candidate, hits):
+                    best, missing = candidate, []
+                    break
+        chosen = self._choose(best, [s for s in scored if s is not best], kind)
         span = _tight_span(kind, best.text, weights) if kind in (QuestionKind.NUMBER, QuestionKind.DATE) else None
         return Extract(tuple(chosen), best.coverage, tuple(missing), span, kind)
+
+    def unknown_names(self, question: str) -> list[str]:
+        """Places, people and organisations the question names that no document mentions
+        (深圳前海, 杭州 ...): the knowledge base cannot be about them."""
+        return [
+            pair.word for pair in jieba.posseg.cut(question)
+            if pair.flag in _NAME_TAGS and len(pair.word) >= 2 and pair.word not in self._corpus_text
+            and not _QUESTION_WORD.search(pair.word)
+        ]
+
+    def _unmet_constraints(
+        self, question: str, focus: str, kind: QuestionKind, sentence: ScoredSentence, hits: Sequence[Hit]
+    ) -> list[str]:
+        """What the question demands that `sentence` (in its document) does not give."""
+        compact_question = _without_spaces(question)
+        # A year or figure the question names must occur in the retrieved passages or the
+        # answering document.
+        evidence_text = _without_spaces(
+            "".join(hit.chunk.text for hit in hits[: self.read_depth])
+            + self._document_text.get(sentence.chunk.doc_id, "")
+        )
+        missing = [
+            token for token in _YEAR_OR_NUMBER_IN_QUESTION.findall(compact_question)
+            if token not in evidence_text
+        ]
+        # A sentence that dates its figure to another year ("2021 年…税收总额") does not
+        # answer "2022年税收", unless its section speaks of the asked year too.
+        section_text = self._section_text[self._position[sentence.chunk.chunk_id]]
+        other_years = set(_YEAR.findall(_without_spaces(sentence.text)))
+        missing += [
+            year for year in _YEAR.findall(compact_question)
+            if year not in section_text and other_years - {year} and year not in missing
+        ]
+        missing += self._missing_anchors(question, focus, sentence)
+        if not _has_answer_type(kind, sentence.text):
+            missing.append(f"<{kind.value}>")
+        return missing
 
     def _missing_anchors(self, question: str, focus: str, best: ScoredSentence) -> list[str]:
         """Names the question is about (words of 3+ characters that the corpus knows, such as
@@ -207,12 +244,13 @@ class Answerer:
         return sorted(
             term for term in asked
             if len(term) >= ANCHOR_MIN_CHARS and term in self._idf and term not in passage_terms
+            and not _QUESTION_WORD.search(term)
             and not any(term in other for other in passage_terms if len(other) > len(term))
             and not _abbreviation_in(term, document_text)
         )
 
     def _choose(
-        self, best: ScoredSentence, scored: list[ScoredSentence], kind: QuestionKind
+        self, best: ScoredSentence, others: list[ScoredSentence], kind: QuestionKind
     ) -> list[ScoredSentence]:
         chosen = [best]
         following = best.sentence_index + 1
@@ -224,7 +262,7 @@ class Answerer:
             chosen.extend(self._list_continuation(best))
         limit = _MAX_LIST_ANSWER_CHARS if kind is QuestionKind.LIST else _MAX_ANSWER_CHARS
         length = sum(len(s.text) for s in chosen)
-        for candidate in scored[1:]:
+        for candidate in others:
             if len(chosen) >= self.max_sentences:
                 break
             if candidate.score < 0.75 * best.score or length + len(candidate.text) > limit:

@@ -235,3 +235,18 @@ def test_cmrc_command_skips_when_the_file_is_absent(tmp_path):
     assert result.exit_code == 0
     assert f"CMRC 2018 data not found at {missing}: skipping" in result.output
     assert not (tmp_path / "cmrc2018.json").exists()
+
+
+def test_bench_times_retrieval_and_answers_for_every_question(few_items, seed_index,
+                                                              seed_settings, tmp_path):
+    from eval.bench_qa import bench_config, format_latency_table, write_bench
+
+    questions = [(item.question, tuple(item.history)) for item in few_items]
+    row = bench_config(seed_index, seed_settings, "bm25", questions, warmup=1, repeats=2)
+    assert row.config == "bm25" and row.calls == 2 * len(questions)
+    assert 0 < row.retrieval_p50_ms <= row.retrieval_p95_ms
+    assert 0 < row.answer_p50_ms <= row.answer_p95_ms
+    assert "retrieve p50" in format_latency_table([row])
+    saved = json.loads(write_bench([row], seed_settings, tmp_path / "bench.json", "mini", 1, 2)
+                       .read_text(encoding="utf-8"))
+    assert saved["rows"][0]["calls"] == row.calls and saved["settings"]["top_k"] == 5
