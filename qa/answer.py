@@ -57,6 +57,7 @@ class ScoredSentence:
     span: tuple[int, int]  # relative to chunk.text
     coverage: float
     score: float
+    heading_share: float = 0.0  # part of `coverage` credited by the headings above it
 
     @property
     def text(self) -> str:
@@ -155,6 +156,25 @@ class Answerer:
         return weights
 
     def extract(self, question: str, query: str, focus: str, hits: Sequence[Hit]) -> Extract:
+        """The answer sentences for `question` from `hits`. A compound question
+        ("…是哪个单位发的？文号多少？") is answered part by part and the parts joined."""
+        parts = split_question(question)
+        if len(parts) == 1:
+            return self._extract_one(question, query, focus, hits)
+        extracts = [self._extract_one(part, f"{part} {query}", part, hits) for part in parts]
+        answered = [e for e in extracts if e.sentences and not e.missing_constraints]
+        if not answered:
+            return extracts[0]
+        sentences = _in_reading_order([s for e in answered for s in e.sentences])
+        return Extract(
+            tuple(sentences),
+            max(e.evidence_score for e in answered),
+            (),
+            next((e.span for e in answered if e.span), None),
+            answered[0].kind,
+        )
+
+    def _extract_one(self, question: str, query: str, focus: str, hits: Sequence[Hit]) -> Extract:
         kind = classify(question)
         weights = self.question_weights(query, focus)
         total_weight = sum(weights.values()) or 1.0
@@ -174,7 +194,10 @@ class Answerer:
                 text = hit.chunk.text[span[0] : span[1]]
                 score = coverage * (0.55 + 0.45 * rank_prior) * _shape_factor(text, hit.chunk)
                 score += _kind_bonus(kind, text) * coverage
-                scored.append(ScoredSentence(rank, hit.chunk, sentence_index, span, coverage, score))
+                heading_share = HEADING_CREDIT * inherited / total_weight
+                scored.append(
+                    ScoredSentence(rank, hit.chunk, sentence_index, span, coverage, score, heading_share)
+                )
         if not scored:
             return Extract((), 0.0, (), None, kind)
         scored.sort(key=lambda s: (-s.score, s.hit_rank, s.sentence_index))
@@ -253,6 +276,15 @@ class Answerer:
         self, best: ScoredSentence, others: list[ScoredSentence], kind: QuestionKind
     ) -> list[ScoredSentence]:
         chosen = [best]
+        heading = best.chunk.sentences[0] if best.chunk.sentences else None
+        if (
+            best.sentence_index > 0 and heading is not None and best.heading_share > best.coverage / 2
+            and best.chunk.section_path
+            and best.chunk.text[heading[0] : heading[1]].strip().rstrip("。") in best.chunk.section_path[-1]
+        ):
+            # The sentence matched through its heading ("1. 西虹桥片区"): quote the heading too,
+            # it names what the sentence is about.
+            chosen.append(ScoredSentence(best.hit_rank, best.chunk, 0, heading, best.coverage, best.score))
         following = best.sentence_index + 1
         if len(_CJK.findall(best.text)) < 20 and following < len(best.chunk.sentences):
             # a run-in heading ("深化跨境贸易降费提速改革。") says what, the next sentence how
@@ -310,6 +342,30 @@ class Answerer:
             ScoredSentence(head.hit_rank, head.chunk, index, spans[index], head.coverage, head.score)
             for index in items
         ]
+
+
+_PART_BOUNDARY = re.compile(r"(?<=[？?])(?=.)|[，,;；]")
+
+
+def split_question(question: str) -> list[str]:
+    """The parts of a compound question, each with its own question word; a plain question
+    comes back whole."""
+    parts: list[str] = []
+    pending = ""
+    for piece in _PART_BOUNDARY.split(question):
+        piece = piece.strip(" ，,;；")
+        if not _ASKS.search(piece):  # context such as "进博会期间的特殊政策要常态化，"
+            pending = f"{pending}{piece}，"
+            continue
+        parts.append(pending + piece)
+        pending = ""
+    if pending and parts:
+        parts[-1] += pending
+    parts = [p for p in parts if len(_CJK.findall(p)) >= 2]
+    return parts if len(parts) >= 2 else [question]
+
+
+_ASKS = re.compile(r"什么|哪|多少|多大|多长|多久|几|如何|怎么|怎样|何时|谁|吗|是否")
 
 
 def _has_answer_type(kind: QuestionKind, sentence: str) -> bool:
