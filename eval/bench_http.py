@@ -19,7 +19,6 @@ import itertools
 import json
 import os
 import platform
-import socket
 import sys
 import threading
 import time
@@ -159,38 +158,18 @@ def run_phase(
     )
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @contextlib.contextmanager
 def own_server(settings: Settings) -> Iterator[str]:
     """A real `create_app` server on a free loopback port over settings.index_dir."""
-    import uvicorn
-
     from qa import Assistant
     from ui.app import create_app
+    from ui.server import BackgroundServer, free_port
 
-    port = _free_port()
+    port = free_port()
     server_settings = settings.model_copy(update={"host": "127.0.0.1", "port": port})
     app = create_app(server_settings, assistant=Assistant.load(server_settings))
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 120
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise SystemExit("the benchmark server did not start")
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    with BackgroundServer(app, port, start_timeout_s=120) as server:
+        yield server.url
 
 
 def verdicts(phases: Sequence[PhaseResult]) -> dict[str, bool | None]:

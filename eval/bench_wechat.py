@@ -18,8 +18,6 @@ import json
 import os
 import platform
 import secrets
-import socket
-import threading
 import time
 import xml.etree.ElementTree as ElementTree
 from dataclasses import asdict, dataclass
@@ -75,42 +73,28 @@ def bench_questions(dataset_path: Path, limit: int | None) -> tuple[str, list[st
     return source, questions[:limit] if limit else questions
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 class LoopbackServer:
     """The real app on 127.0.0.1 in a background thread, for the duration of a `with`."""
 
     def __init__(self, settings: Settings, assistant):
         self.settings = settings
         self.assistant = assistant
-        self.port = _free_port()
 
     def __enter__(self) -> str:
-        import uvicorn
-
         from ui.app import create_app
+        from ui.server import BackgroundServer, free_port
 
-        app_settings = self.settings.model_copy(update={"port": self.port, "host": "127.0.0.1"})
+        port = free_port()
+        app_settings = self.settings.model_copy(update={"port": port, "host": "127.0.0.1"})
         app = create_app(app_settings, assistant=self.assistant)
-        self.server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
-        )
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + 120
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise click.ClickException("the benchmark server did not start")
-            time.sleep(0.05)
-        return f"http://127.0.0.1:{self.port}"
+        try:
+            self.server = BackgroundServer(app, port, start_timeout_s=120).start()
+        except RuntimeError as error:
+            raise click.ClickException(str(error)) from None
+        return self.server.url
 
     def __exit__(self, *exc_info) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
+        self.server.stop()
 
 
 class WeChatSide:

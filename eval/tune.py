@@ -1,7 +1,8 @@
 """Sweep retrieval settings on the eval set's DEV part (never the test part).
 
     python -m eval.tune                       # fusion weights, rrf_k, fusion kind
-    python -m eval.tune --grid chunking       # (rebuilds indexes per chunk size; slow)
+    python -m eval.tune --grid index          # chunk size and bigrams: rebuilds an index per
+                                              # variant under var/tune/ (embeddings cached)
 
 Query embeddings are memoised across the sweep, so each variant costs only BM25, fusion
 and the answer step. Prints one row per variant, best hit@5 first; pick values for
@@ -40,6 +41,33 @@ def variants(grid: dict[str, list]) -> list[dict]:
     return [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
 
 
+INDEX_GRID = [
+    {"chunk_size": 200, "chunk_overlap": 40},
+    {"chunk_size": 300, "chunk_overlap": 60},
+    {"chunk_size": 400, "chunk_overlap": 80},
+    {"chunk_size": 300, "chunk_overlap": 60, "use_bigrams": False},
+]
+
+
+def tune_index_settings(base: Settings, items) -> None:
+    """Settings that change the index itself: each variant gets its own index directory."""
+    from index import build_index
+
+    for update in INDEX_GRID:
+        name = "-".join(f"{key}={value}" for key, value in update.items())
+        variant = base.model_copy(update={**update, "index_dir": base.data_dir / "tune" / name})
+        report = build_index(variant, progress=False)
+        index = load_or_build_index(variant)
+        results = EvalRunner(index, variant).run_config("hybrid", items)
+        metrics = summarize(name, results)
+        print(
+            f"chunks {report.chunks:4d}  hit@1 {metrics.hit_at_1:.3f}  hit@5 {metrics.hit_at_5:.3f}  "
+            f"MRR {metrics.mrr:.3f}  ans {metrics.answer_accuracy:.3f}  cite {metrics.citation_accuracy:.3f}  "
+            f"med len {metrics.median_answer_chars:.0f}  {name}",
+            flush=True,
+        )
+
+
 def memoise_query_embeddings(index) -> None:
     index.embed_query = functools.lru_cache(maxsize=4096)(index.embed_query)
 
@@ -47,16 +75,19 @@ def memoise_query_embeddings(index) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--index-dir", type=Path, default=None)
-    parser.add_argument("--grid", choices=["fusion", "modes"], default="fusion")
+    parser.add_argument("--grid", choices=["fusion", "modes", "index"], default="fusion")
     parser.add_argument("--out", type=Path, default=None, help="write rows as JSON")
     args = parser.parse_args(argv)
 
     base: Settings = default_settings
     if args.index_dir:
         base = Settings(**{**base.model_dump(), "index_dir": args.index_dir})
+    items = load_items(split="dev")
+    if args.grid == "index":
+        tune_index_settings(base, items)
+        return
     index = load_or_build_index(base)
     memoise_query_embeddings(index)
-    items = load_items(split="dev")
 
     if args.grid == "modes":
         grid = [{"retrieval_mode": m} for m in ("bm25", "dense", "hybrid")]

@@ -8,9 +8,6 @@ on 2 cores) and later runs reuse it.
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -58,35 +55,16 @@ def assistant(seed_index, seed_settings: Settings):
     return Assistant(seed_index, seed_settings)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def live_server(assistant, seed_settings: Settings):
     """A real uvicorn server on 127.0.0.1 serving the API, the chat page and the bots."""
-    import uvicorn
-
     from ui.app import create_app
+    from ui.server import BackgroundServer, free_port
 
     port = free_port()
-    server_settings = seed_settings.model_copy(update={"port": port})
-    app = create_app(server_settings, assistant=assistant)
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("test server did not start")
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    app = create_app(seed_settings.model_copy(update={"port": port}), assistant=assistant)
+    with BackgroundServer(app, port) as server:
+        yield server.url
 
 
 @pytest.fixture(scope="session")
@@ -94,31 +72,18 @@ def serve_app(assistant, seed_settings: Settings):
     """A factory for extra real servers with their own settings (bot tokens, API keys) or
     a wrapped assistant: `serve_app(assistant=None, **settings_update) -> base URL`. Each
     runs `ui.app.create_app` on its own port; all stop at the end of the session."""
-    import uvicorn
-
     from ui.app import create_app
+    from ui.server import BackgroundServer, free_port
 
-    servers: list[tuple[uvicorn.Server, threading.Thread]] = []
+    servers: list[BackgroundServer] = []
 
     def start(app_assistant=None, **settings_update) -> str:
         port = free_port()
         app_settings = seed_settings.model_copy(update={**settings_update, "port": port})
         app = create_app(app_settings, assistant=app_assistant or assistant)
-        server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-        )
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        servers.append((server, thread))
-        deadline = time.monotonic() + 60
-        while not server.started:
-            if time.monotonic() > deadline or not thread.is_alive():
-                raise RuntimeError("test server did not start")
-            time.sleep(0.05)
-        return f"http://127.0.0.1:{port}"
+        servers.append(BackgroundServer(app, port).start())
+        return servers[-1].url
 
     yield start
-    for server, _ in servers:
-        server.should_exit = True
-    for _, thread in servers:
-        thread.join(timeout=10)
+    for server in servers:
+        server.stop()

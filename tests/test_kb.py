@@ -123,25 +123,14 @@ class KbServer:
         return {document["doc_id"] for document in self.client.get("/api/documents").json()}
 
 
-def start_server(settings: Settings, assistant) -> tuple[object, object, threading.Thread, str]:
-    import uvicorn
-
-    from tests.conftest import free_port
+def start_server(settings: Settings, assistant):
+    """The app over `assistant` on a free loopback port: (app, running BackgroundServer)."""
     from ui.app import create_app
+    from ui.server import BackgroundServer, free_port
 
     port = free_port()
     app = create_app(settings.model_copy(update={"port": port}), assistant=assistant)
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("test server did not start")
-        time.sleep(0.05)
-    return app, server, thread, f"http://127.0.0.1:{port}"
+    return app, BackgroundServer(app, port).start()
 
 
 @pytest.fixture(scope="module")
@@ -153,11 +142,10 @@ def kb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KbServer]:
         tmp_path_factory.mktemp("kb"), admin_api_key=ADMIN_KEY, max_document_bytes=200_000
     )
     build_index(settings, progress=False)
-    app, server, thread, url = start_server(settings, Assistant.load(settings))
-    with httpx.Client(base_url=url, timeout=120) as client:
-        yield KbServer(url, settings, app, client)
-    server.should_exit = True
-    thread.join(timeout=10)
+    app, server = start_server(settings, Assistant.load(settings))
+    with httpx.Client(base_url=server.url, timeout=120) as client:
+        yield KbServer(server.url, settings, app, client)
+    server.stop()
 
 
 def corpus_state(settings: Settings) -> dict[str, bytes]:
@@ -441,16 +429,15 @@ def test_admin_routes_are_off_without_a_configured_key(kb, tmp_path):
     from qa import Assistant
 
     settings = kb.settings.model_copy(update={"admin_api_key": None})
-    app, server, thread, url = start_server(settings, Assistant.load(settings))
+    _, server = start_server(settings, Assistant.load(settings))
     try:
-        with httpx.Client(base_url=url, timeout=30) as client:
+        with httpx.Client(base_url=server.url, timeout=30) as client:
             response = client.post("/api/reindex", headers=AUTH)
             assert response.status_code == 503
             assert "POLICYQA_ADMIN_API_KEY" in response.json()["message"]
             assert client.delete("/api/documents/001", headers=AUTH).status_code == 503
     finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+        server.stop()
 
 
 # --- the document store and the command line --------------------------------------------------------
