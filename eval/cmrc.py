@@ -214,11 +214,30 @@ class CmrcRun:
             "bm25_baseline_hit_at_1": BM25_BASELINE_HIT_AT_1,
             "metrics": [asdict(row) for row in self.rows],
             "settings": self.settings,
+            # compact rows, one per question: 3 x 3,219 objects would make a 4 MB file;
+            # the predictions go to <stem>-predictions.jsonl (see write_cmrc_reports)
+            "result_columns": list(RESULT_COLUMNS),
             "results": {
-                config: [asdict(result) for result in results]
+                config: [[_rounded(getattr(result, name)) for name in RESULT_COLUMNS]
+                         for result in results]
                 for config, results in self.results.items()
             },
         }
+
+    def prediction_lines(self) -> list[str]:
+        """One JSON line per question and configuration, with the prediction text."""
+        return [
+            json.dumps({"config": config, **asdict(result)}, ensure_ascii=False)
+            for config, results in self.results.items()
+            for result in results
+        ]
+
+
+RESULT_COLUMNS = ("question_id", "rank", "answered", "contains_gold", "exact_match", "f1")
+
+
+def _rounded(value):
+    return round(value, 4) if isinstance(value, float) else value
 
 
 class CmrcBenchmark:
@@ -320,11 +339,13 @@ def format_cmrc_table(rows: Sequence[CmrcConfigMetrics]) -> str:
 
 
 def write_cmrc_reports(run: CmrcRun, out_dir: Path, stem: str = "cmrc2018") -> tuple[Path, Path]:
-    """Write `<stem>.json` (per-question results too) and `<stem>.md`."""
+    """Write `<stem>.json` (metrics, settings, compact per-question rows), `<stem>.md`, and
+    `<stem>-predictions.jsonl` (every prediction; large, for error analysis)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path = out_dir / f"{stem}.json"
-    json_path.write_text(json.dumps(run.to_dict(), ensure_ascii=False, indent=1),
-                         encoding="utf-8")
+    json_path.write_text(_json_row_per_line(run.to_dict(), "results"), encoding="utf-8")
+    (out_dir / f"{stem}-predictions.jsonl").write_text(
+        "\n".join(run.prediction_lines()) + "\n", encoding="utf-8")
     header, lines = cmrc_table_lines(run.rows)
     settings = run.settings
     markdown = "\n".join([
@@ -358,3 +379,18 @@ def write_cmrc_reports(run: CmrcRun, out_dir: Path, stem: str = "cmrc2018") -> t
     markdown_path = out_dir / f"{stem}.md"
     markdown_path.write_text(markdown, encoding="utf-8")
     return json_path, markdown_path
+
+
+def _json_row_per_line(payload: dict, rows_key: str) -> str:
+    """JSON of `payload` indented as usual, except that `payload[rows_key]` (config -> rows)
+    is written one row per line: readable and diffable without a line per number."""
+    head = {key: value for key, value in payload.items() if key != rows_key}
+    blocks = [
+        f"  {json.dumps(config)}: [\n"
+        + ",\n".join("   " + json.dumps(row, ensure_ascii=False) for row in rows)
+        + "\n  ]"
+        for config, rows in payload[rows_key].items()
+    ]
+    text = json.dumps(head, ensure_ascii=False, indent=1)
+    body = f' {json.dumps(rows_key)}: {{\n' + ",\n".join(blocks) + "\n }"
+    return text.removesuffix("\n}") + ",\n" + body + "\n}\n"

@@ -336,6 +336,18 @@ def refusal_sweep(
     return points
 
 
+def refusal_frontier(points: Sequence[ThresholdPoint]) -> list[ThresholdPoint]:
+    """The points worth choosing from, in threshold order: the first, and each lowest
+    threshold that raises refusal recall (a higher threshold at the same recall only
+    refuses more answerable items)."""
+    kept: list[ThresholdPoint] = []
+    for point in sorted(points, key=lambda p: p.threshold):
+        best = kept[-1].refusal_recall if kept else None
+        if not kept or (point.refusal_recall or 0.0) > (best or 0.0):
+            kept.append(point)
+    return kept
+
+
 def cmrc_segments(text: str) -> list[str]:
     """The official CMRC 2018 segmentation with punctuation removed: each CJK character is a
     segment, other runs split into words (letters/digits) on whitespace and punctuation."""

@@ -7,7 +7,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from eval.metrics import ConfigMetrics, ItemResult, ThresholdPoint, accuracy_by, refusal_sweep
+from eval.metrics import (
+    ConfigMetrics,
+    ItemResult,
+    ThresholdPoint,
+    accuracy_by,
+    refusal_frontier,
+    refusal_sweep,
+)
 from eval.runner import EvalRun
 
 # (header, ConfigMetrics field, format): the table's columns, terminal and Markdown alike
@@ -122,11 +129,11 @@ def thinned(points: Sequence[ThresholdPoint], most: int) -> list[ThresholdPoint]
 
 
 def format_sweep(config: str, points: Sequence[ThresholdPoint], most: int = 25) -> str:
-    """The refusal-threshold sweep of one configuration as an aligned table (thinned to
-    `most` rows for the terminal)."""
+    """The refusal-threshold sweep of one configuration as an aligned table: the lowest
+    threshold for each refusal recall reached (thinned to `most` rows)."""
     header = f"{config}: threshold  refusal R  wrongly refused  answer acc"
     lines = [header]
-    for point in thinned(points, most):
+    for point in thinned(refusal_frontier(points), most):
         lines.append(
             f"{'':{len(config) + 2}}{point.threshold:>9.4f}  "
             f"{format_value(point.refusal_recall, 'ratio'):>9}  "

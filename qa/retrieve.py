@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Collection
 from dataclasses import replace
+from collections.abc import Collection
 
 import numpy as np
 
@@ -13,25 +13,43 @@ from index import Index
 from index.models import Hit
 
 
+def _merge(bm25_hits: list[Hit], dense_hits: list[Hit], score_of) -> list[Hit]:
+    """One Hit per chunk found by either list, carrying both retrievers' scores and ranks,
+    scored by `score_of(bm25_rank, bm25_score, dense_rank, dense_score)`, best first."""
+    bm25 = {hit.chunk.chunk_id: (rank, hit) for rank, hit in enumerate(bm25_hits, start=1)}
+    dense = {hit.chunk.chunk_id: (rank, hit) for rank, hit in enumerate(dense_hits, start=1)}
+    merged = []
+    for chunk_id in bm25.keys() | dense.keys():
+        bm25_rank, bm25_hit = bm25.get(chunk_id, (None, None))
+        dense_rank, dense_hit = dense.get(chunk_id, (None, None))
+        bm25_score = bm25_hit.score if bm25_hit else None
+        dense_score = dense_hit.score if dense_hit else None
+        merged.append(
+            Hit(
+                chunk=(bm25_hit or dense_hit).chunk,
+                score=score_of(bm25_rank, bm25_score, dense_rank, dense_score),
+                bm25_score=bm25_score,
+                dense_score=dense_score,
+                bm25_rank=bm25_rank,
+                dense_rank=dense_rank,
+            )
+        )
+    merged.sort(key=lambda hit: (-hit.score, hit.chunk.chunk_id))
+    return merged
+
+
 def reciprocal_rank_fusion(
     bm25_hits: list[Hit], dense_hits: list[Hit], *, k: int, bm25_weight: float, dense_weight: float
 ) -> list[Hit]:
     """score = w_bm25 / (k + rank_bm25) + w_dense / (k + rank_dense); a list that did not
     return a chunk contributes nothing."""
-    merged: dict[str, Hit] = {}
-    scores: dict[str, float] = {}
-    for weight, hits, is_bm25 in ((bm25_weight, bm25_hits, True), (dense_weight, dense_hits, False)):
-        for rank, hit in enumerate(hits, start=1):
-            chunk_id = hit.chunk.chunk_id
-            scores[chunk_id] = scores.get(chunk_id, 0.0) + weight / (k + rank)
-            known = merged.get(chunk_id, Hit(chunk=hit.chunk, score=0.0))
-            if is_bm25:
-                merged[chunk_id] = replace(known, bm25_score=hit.score, bm25_rank=rank)
-            else:
-                merged[chunk_id] = replace(known, dense_score=hit.score, dense_rank=rank)
-    fused = [replace(hit, score=scores[cid]) for cid, hit in merged.items()]
-    fused.sort(key=lambda hit: (-hit.score, hit.chunk.chunk_id))
-    return fused
+
+    def score(bm25_rank, _bm25_score, dense_rank, _dense_score) -> float:
+        return (bm25_weight / (k + bm25_rank) if bm25_rank else 0.0) + (
+            dense_weight / (k + dense_rank) if dense_rank else 0.0
+        )
+
+    return _merge(bm25_hits, dense_hits, score)
 
 
 def weighted_score_fusion(
@@ -39,26 +57,24 @@ def weighted_score_fusion(
 ) -> list[Hit]:
     """Scores min-max normalised per list, then a weighted sum (missing counts as 0)."""
 
-    def normalised(hits: list[Hit]) -> dict[str, float]:
+    def bounds(hits: list[Hit]) -> tuple[float, float]:
         if not hits:
-            return {}
-        values = np.array([hit.score for hit in hits], dtype=np.float64)
-        low, high = float(values.min()), float(values.max())
-        spread = high - low or 1.0
-        return {hit.chunk.chunk_id: (hit.score - low) / spread for hit in hits}
+            return 0.0, 1.0
+        low, high = min(hit.score for hit in hits), max(hit.score for hit in hits)
+        return low, (high - low) or 1.0
 
-    bm25_norm, dense_norm = normalised(bm25_hits), normalised(dense_hits)
-    fused = reciprocal_rank_fusion(bm25_hits, dense_hits, k=1, bm25_weight=1, dense_weight=1)
-    rescored = [
-        replace(
-            hit,
-            score=bm25_weight * bm25_norm.get(hit.chunk.chunk_id, 0.0)
-            + dense_weight * dense_norm.get(hit.chunk.chunk_id, 0.0),
-        )
-        for hit in fused
-    ]
-    rescored.sort(key=lambda hit: (-hit.score, hit.chunk.chunk_id))
-    return rescored
+    bm25_low, bm25_spread = bounds(bm25_hits)
+    dense_low, dense_spread = bounds(dense_hits)
+
+    def score(_bm25_rank, bm25_score, _dense_rank, dense_score) -> float:
+        total = 0.0
+        if bm25_score is not None:
+            total += bm25_weight * (bm25_score - bm25_low) / bm25_spread
+        if dense_score is not None:
+            total += dense_weight * (dense_score - dense_low) / dense_spread
+        return total
+
+    return _merge(bm25_hits, dense_hits, score)
 
 
 class Reranker:

@@ -19,6 +19,7 @@ from eval.metrics import (
     normalize,
     overlaps_quote,
     percentile,
+    refusal_frontier,
     refusal_scores,
     refusal_sweep,
     summarize,
@@ -170,6 +171,8 @@ def test_refusal_sweep_reruns_only_the_threshold_decision():
     assert [p.threshold for p in default] == [0.2, 0.3, 0.5, 0.9]
     assert default[0].refusal_recall == 0.0 and default[0].wrongly_refused == 0.0
     assert default[-1].refusal_recall == 1.0 and default[-1].wrongly_refused == 0.5
+    # 0.5 refuses answerable item b without raising recall: not worth choosing
+    assert [p.threshold for p in refusal_frontier(default)] == [0.2, 0.3, 0.9]
 
 
 def test_cmrc_segments_split_chinese_characters_and_keep_words():

@@ -220,9 +220,15 @@ def test_cmrc_command_indexes_the_paragraphs_and_scores_every_question(tiny_cmrc
     assert saved["paragraphs"] == 2 and saved["questions"] == 3
     bm25 = next(row for row in saved["metrics"] if row["config"] == "bm25")
     assert bm25["hit_at_1"] == 1.0  # each question names its river: BM25 cannot miss
-    for result_row in saved["results"]["hybrid"]:
-        assert 0.0 <= result_row["f1"] <= 1.0
-        assert result_row["exact_match"] <= result_row["f1"]
+    columns = saved["result_columns"]
+    rows = [dict(zip(columns, row)) for row in saved["results"]["hybrid"]]
+    assert [row["question_id"] for row in rows] == ["DEV_A_QUERY_0", "DEV_A_QUERY_1",
+                                                     "DEV_B_QUERY_0"]
+    for row in rows:
+        assert 0.0 <= row["exact_match"] <= row["f1"] <= 1.0
+    predictions = (out / "cmrc2018-predictions.jsonl").read_text(encoding="utf-8").splitlines()
+    assert len(predictions) == 2 * 3  # two configurations, three questions
+    assert {"config", "prediction", "f1"} <= set(json.loads(predictions[0]))
     markdown = (out / "cmrc2018.md").read_text(encoding="utf-8")
     assert "CC BY-SA 4.0" in markdown and "| bm25 | 3 |" in markdown
 
