@@ -11,8 +11,14 @@ terms) plus the question's own terms, so answering costs no model call:
 - shape: a heading-only fragment is worth less than a full sentence;
 - kind_bonus: a sentence with a number for 多少, a year for 何时, an enumeration for 哪些.
 
-Refusal uses the same coverage: when the best sentence covers too little of the question,
-or a year or number the question names appears nowhere in the evidence, we say so.
+The best sentence must also meet the question's hard constraints, or the next best one
+that does (within CONSTRAINT_SCORE_RATIO of it) answers instead; when none does, the
+assistant refuses. The constraints: a year or figure the question names occurs in the
+evidence and is not contradicted by the sentence's own year; a 多少 / 何时 question gets a
+sentence with a figure / a date; names of 3+ characters the question is about occur in the
+answering document (abbreviations such as 进博会 allowed); no place or organisation the
+question names is unknown to every document. Refusal also follows from low coverage
+(settings.refusal_threshold).
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ HEADING_CREDIT = 0.5
 ANCHOR_MIN_CHARS = 3
 CONSTRAINT_CANDIDATES = 8  # sentences tried, best first, for one that meets the constraints
 CONSTRAINT_SCORE_RATIO = 0.8  # ... as long as it scores at least this share of the best
+SECOND_SENTENCE_RATIO = 0.75  # another passage's sentence joins the answer if this close
 _MAX_ANSWER_CHARS = 260
 _MAX_LIST_ANSWER_CHARS = 600
 
@@ -63,6 +70,13 @@ class ScoredSentence:
     def text(self) -> str:
         return self.chunk.text[self.span[0] : self.span[1]]
 
+    def sibling(self, sentence_index: int) -> "ScoredSentence":
+        """Another sentence of the same chunk, quoted alongside this one (same scores)."""
+        return ScoredSentence(
+            self.hit_rank, self.chunk, sentence_index, self.chunk.sentences[sentence_index],
+            self.coverage, self.score,
+        )
+
 
 @dataclass(frozen=True)
 class Extract:
@@ -70,7 +84,7 @@ class Extract:
 
     sentences: tuple[ScoredSentence, ...]
     evidence_score: float  # coverage of the best sentence, 0..1
-    missing_constraints: tuple[str, ...]  # years/numbers named in the question but absent
+    missing_constraints: tuple[str, ...]  # what the question demands and no sentence gives
     span: str | None
     kind: QuestionKind
 
@@ -284,12 +298,11 @@ class Answerer:
         ):
             # The sentence matched through its heading ("1. 西虹桥片区"): quote the heading too,
             # it names what the sentence is about.
-            chosen.append(ScoredSentence(best.hit_rank, best.chunk, 0, heading, best.coverage, best.score))
+            chosen.append(best.sibling(0))
         following = best.sentence_index + 1
         if len(_CJK.findall(best.text)) < 20 and following < len(best.chunk.sentences):
             # a run-in heading ("深化跨境贸易降费提速改革。") says what, the next sentence how
-            span = best.chunk.sentences[following]
-            chosen.append(ScoredSentence(best.hit_rank, best.chunk, following, span, best.coverage, best.score))
+            chosen.append(best.sibling(following))
         if kind is QuestionKind.LIST:
             chosen.extend(self._list_continuation(best))
         limit = _MAX_LIST_ANSWER_CHARS if kind is QuestionKind.LIST else _MAX_ANSWER_CHARS
@@ -297,7 +310,7 @@ class Answerer:
         for candidate in others:
             if len(chosen) >= self.max_sentences:
                 break
-            if candidate.score < 0.75 * best.score or length + len(candidate.text) > limit:
+            if candidate.score < SECOND_SENTENCE_RATIO * best.score or length + len(candidate.text) > limit:
                 continue
             if any(_same_sentence(candidate, c) or _overlapping(candidate, c) for c in chosen):
                 continue
@@ -312,7 +325,10 @@ class Answerer:
         ；-separated clauses on one line, follow a lead-in ending in ：, or open the same
         way as the item before (防范贸易风险… 防范金融风险…)."""
         spans = head.chunk.sentences
-        text_of = lambda i: head.chunk.text[spans[i][0] : spans[i][1]]  # noqa: E731
+
+        def text_of(index: int) -> str:
+            return head.chunk.text[spans[index][0] : spans[index][1]]
+
         first = head.sentence_index
         if _ENUMERATION_START.match(text_of(first)):  # a later item (二是…): find 一是
             while first > 0:
@@ -338,10 +354,7 @@ class Answerer:
                 break
             items.append(index)
             length += len(text)
-        return [
-            ScoredSentence(head.hit_rank, head.chunk, index, spans[index], head.coverage, head.score)
-            for index in items
-        ]
+        return [head.sibling(index) for index in items]
 
 
 _PART_BOUNDARY = re.compile(r"(?<=[？?])(?=.)|[，,;；]")
