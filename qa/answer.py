@@ -51,7 +51,7 @@ HEADING_CREDIT = 0.5
 ANCHOR_MIN_CHARS = 3
 CONSTRAINT_CANDIDATES = 8  # sentences tried, best first, for one that meets the constraints
 CONSTRAINT_SCORE_RATIO = 0.8  # ... as long as it scores at least this share of the best
-SECOND_SENTENCE_RATIO = 0.75  # another passage's sentence joins the answer if this close
+SECOND_SENTENCE_RATIO = 0.6  # another passage's sentence joins the answer if this close
 _MAX_ANSWER_CHARS = 260
 _MAX_LIST_ANSWER_CHARS = 600
 
@@ -108,7 +108,7 @@ class Extract:
 class Answerer:
     """Selects answer sentences from fused hits, using per-sentence terms stored at build time."""
 
-    def __init__(self, index: Index, max_sentences: int = 3, read_depth: int = 6):
+    def __init__(self, index: Index, max_sentences: int = 3, read_depth: int = 10):
         self.index = index
         self.max_sentences = max_sentences
         self.read_depth = read_depth
