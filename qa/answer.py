@@ -303,6 +303,7 @@ class Answerer:
         if len(_CJK.findall(best.text)) < 20 and following < len(best.chunk.sentences):
             # a run-in heading ("深化跨境贸易降费提速改革。") says what, the next sentence how
             chosen.append(best.sibling(following))
+        chosen.extend(_rest_of_table_row(best))
         if kind is QuestionKind.LIST:
             chosen.extend(self._list_continuation(best))
         limit = _MAX_LIST_ANSWER_CHARS if kind is QuestionKind.LIST else _MAX_ANSWER_CHARS
@@ -379,6 +380,22 @@ def split_question(question: str) -> list[str]:
 
 
 _ASKS = re.compile(r"什么|哪|多少|多大|多长|多久|几|如何|怎么|怎样|何时|谁|吗|是否")
+
+
+def _rest_of_table_row(sentence: ScoredSentence) -> list[ScoredSentence]:
+    """A table row (cells split by tabs) is one answer: its cells are cut into sentences at
+    ；, but "智慧会展服务\t场馆建设数字化；会展运营数字化；…" must come back whole."""
+    text = sentence.chunk.text
+    line_start = text.rfind("\n", 0, sentence.span[0]) + 1
+    line_end = text.find("\n", sentence.span[1])
+    line_end = len(text) if line_end < 0 else line_end
+    if "\t" not in text[line_start:line_end]:
+        return []
+    return [
+        sentence.sibling(index)
+        for index, (start, end) in enumerate(sentence.chunk.sentences)
+        if index != sentence.sentence_index and start >= line_start and end <= line_end
+    ]
 
 
 def _has_answer_type(kind: QuestionKind, sentence: str) -> bool:
