@@ -102,6 +102,8 @@ def test_documents_list_and_outline(client, assistant):
     plan = next(d for d in documents if d["doc_id"] == "001")
     assert "虹桥国际开放枢纽" in plan["title"]
     assert plan["sections"] > 0 and plan["source_file"].startswith("001_")
+    notice = next(d for d in documents if d["doc_id"] == "002")
+    assert notice["doc_number"] == "沪府发〔2021〕2号" and notice["status"] == "excerpt"
 
     outline = client.get("/api/documents/001").json()
     assert len(outline["outline"]) == plan["sections"]

@@ -173,8 +173,8 @@ def _api_fallback(app: FastAPI) -> None:
         include_in_schema=False,
     )
     async def no_such_api(request: Request) -> None:
-        # Every API route is GET or POST: when the other one of the two would be served,
-        # the path exists and only the method is wrong.
+        # Routes answer GET or POST (the admin DELETE route matches before this one): when
+        # the other of the two would be served, the path exists and only the method is wrong.
         scope = {**request.scope, "method": "GET" if request.method != "GET" else "POST"}
         other_method_served = any(
             route.matches(scope)[0] == Match.FULL
