@@ -15,7 +15,8 @@ The best sentence must also meet the question's hard constraints, or the next be
 that does (within CONSTRAINT_SCORE_RATIO of it) answers instead; when none does, the
 assistant refuses. The constraints: a year or figure the question names occurs in the
 evidence and is not contradicted by the sentence's own year; a 多少 / 何时 question gets a
-sentence with a figure / a date; names of 3+ characters the question is about occur in the
+sentence with a figure / a date, and what a 多少 question counts (多少张床位) is named in the
+answering passage; names of 3+ characters the question is about occur in the
 answering document (abbreviations such as 进博会 allowed); no place or organisation the
 question names is unknown to every document. Refusal also follows from low coverage
 (settings.refusal_threshold).
@@ -268,6 +269,11 @@ class Answerer:
         missing += self._missing_anchors(question, focus, sentence)
         if not _has_answer_type(kind, sentence.text):
             missing.append(f"<{kind.value}>")
+        elif kind is QuestionKind.NUMBER:
+            measured = measured_noun(question)
+            context = sentence.chunk.section + sentence.chunk.text
+            if measured and measured not in context and not _abbreviation_in(measured, context):
+                missing.append(f"<{measured}>")
         return missing
 
     def _missing_anchors(self, question: str, focus: str, best: ScoredSentence) -> list[str]:
@@ -380,6 +386,29 @@ def split_question(question: str) -> list[str]:
 
 
 _ASKS = re.compile(r"什么|哪|多少|多大|多长|多久|几|如何|怎么|怎样|何时|谁|吗|是否")
+
+
+_HOW_MANY = {"多少", "几", "多"}
+
+
+def measured_noun(question: str) -> str | None:
+    """What a 多少 question counts: the noun after 多少(+measure word) — 多少张**床位** — or
+    else the last noun before it — 咨询**电话**是多少. A figure about something else does
+    not answer it."""
+    if "分别" in question:  # several things are counted; no single noun to require
+        return None
+    words = [(pair.word, pair.flag) for pair in jieba.posseg.cut(question)]
+    for index, (word, _flag) in enumerate(words):
+        if word not in _HOW_MANY:
+            continue
+        for after, flag in words[index + 1 : index + 3]:
+            if flag.startswith("n") and len(after) >= 2:
+                return after
+        for before, flag in reversed(words[:index]):
+            if flag.startswith("n") and len(before) >= 2:
+                return before
+        return None
+    return None
 
 
 def _rest_of_table_row(sentence: ScoredSentence) -> list[ScoredSentence]:
