@@ -22,7 +22,7 @@ def _load_assistant(settings):
 def format_answer(answer) -> str:
     """The answer, then its numbered sources, as plain readable text."""
     lines = [answer.answer]
-    if answer.notice:
+    if answer.notice and answer.notice != answer.answer:
         lines.insert(0, f"（{answer.notice}）")
     if answer.query != answer.question:
         lines.insert(0, f"（按上下文理解为：{answer.query}）")
