@@ -121,7 +121,9 @@ class Assistant:
             logger.error("dropped answer sentences that are not verbatim in their source")
             extract = replace(extract, sentences=verified)
         answered = notice != NOT_CHINESE and self._is_supported(extract)
-        passages = tuple(self._passage(hit, extract) for hit in hits[:top_k])
+        # A refused answer highlights nothing: the closest passages are shown as they are.
+        shown = extract if answered else replace(extract, sentences=())
+        passages = tuple(self._passage(hit, shown) for hit in hits[:top_k])
         if answered:
             text, citations, span = extract.text, self._citations(extract, hits), extract.span
         else:

@@ -80,6 +80,7 @@ def test_unanswerable_questions_are_refused_with_closest_passages(assistant, que
     assert answer.answer == NOT_FOUND
     assert answer.citations == ()
     assert len(answer.passages) == assistant.settings.top_k
+    assert all(passage.highlights == () for passage in answer.passages)
 
 
 def test_question_naming_a_year_the_documents_lack_is_refused(assistant):
