@@ -52,6 +52,7 @@ HEADING_CREDIT = 0.5
 ANCHOR_MIN_CHARS = 3
 CONSTRAINT_CANDIDATES = 8  # sentences tried, best first, for one that meets the constraints
 CONSTRAINT_SCORE_RATIO = 0.8  # ... as long as it scores at least this share of the best
+MAX_SIBLING_HEADINGS = 8  # a longer run of sub-sections is an outline, not a list answer
 SECOND_SENTENCE_RATIO = 0.6  # another passage's sentence joins the answer if this close
 _MAX_ANSWER_CHARS = 260
 _MAX_LIST_ANSWER_CHARS = 600
@@ -130,6 +131,13 @@ class Answerer:
             terms.update(self._heading_terms[position])
         self._section_text = [self._section_of(chunk) for chunk in index.chunks]
         self._corpus_text = _without_spaces("".join(self._document_text.values()))
+        # The chunks that open a section with its heading line, grouped by parent section,
+        # in document order: the items of a list made of sub-sections ((1)… (2)…).
+        self._sections_under: dict[tuple[str, tuple[str, ...]], list[Chunk]] = {}
+        for chunk in index.chunks:
+            if _heading_span(chunk) is not None:
+                key = (chunk.doc_id, chunk.section_path[:-1])
+                self._sections_under.setdefault(key, []).append(chunk)
         jieba.initialize()  # the part-of-speech tagger's dictionary, loaded once, not per question
 
     def _section_of(self, chunk: Chunk) -> str:
@@ -312,6 +320,7 @@ class Answerer:
         chosen.extend(_rest_of_table_row(best))
         if kind is QuestionKind.LIST:
             chosen.extend(self._list_continuation(best))
+            chosen.extend(self._sibling_headings(best))
         limit = _MAX_LIST_ANSWER_CHARS if kind is QuestionKind.LIST else _MAX_ANSWER_CHARS
         length = sum(len(s.text) for s in chosen)
         for candidate in others:
@@ -324,6 +333,23 @@ class Answerer:
             chosen.append(candidate)
             length += len(candidate.text)
         return _in_reading_order(chosen)
+
+    def _sibling_headings(self, best: ScoredSentence) -> list[ScoredSentence]:
+        """When the best sentence is (or matched through) the heading of a numbered
+        sub-section — "(1)制度联动不足" — the list asked for is that heading and its
+        siblings' ((2)区域产业联动有待加强 …)."""
+        chunk = best.chunk
+        matched_by_heading = _is_heading_of(chunk, best.sentence_index) or best.heading_share > best.coverage / 2
+        if not (matched_by_heading and _HEADING_START.match(chunk.section_path[-1])):
+            return []
+        siblings = self._sections_under.get((chunk.doc_id, chunk.section_path[:-1]), [])
+        if len(siblings) > MAX_SIBLING_HEADINGS:
+            return []
+        return [
+            ScoredSentence(best.hit_rank, sibling, 0, _heading_span(sibling), best.coverage, best.score)
+            for sibling in siblings
+            if sibling.chunk_id != chunk.chunk_id
+        ]
 
     def _list_continuation(self, head: ScoredSentence) -> list[ScoredSentence]:
         """The rest of the enumeration the best sentence belongs to, in the same chunk, so a
@@ -409,6 +435,27 @@ def measured_noun(question: str) -> str | None:
                 return before
         return None
     return None
+
+
+def _is_heading_of(chunk: Chunk, sentence_index: int) -> bool:
+    """Is this sentence of the chunk its section's heading line?"""
+    if not chunk.section_path or sentence_index >= len(chunk.sentences):
+        return False
+    start, end = chunk.sentences[sentence_index]
+    text = chunk.text[start:end].strip().rstrip("。")
+    return bool(text) and text in chunk.section_path[-1]
+
+
+def _heading_span(chunk: Chunk) -> tuple[int, int] | None:
+    """Where the chunk opens with its section's heading line, that line's span."""
+    if not chunk.section_path:
+        return None
+    title = chunk.section_path[-1]
+    start = len(chunk.text) - len(chunk.text.lstrip())
+    if not title or not chunk.text.startswith(title, start):
+        return None
+    end = start + len(title)
+    return start, end + 1 if chunk.text[end : end + 1] == "。" else end
 
 
 def _rest_of_table_row(sentence: ScoredSentence) -> list[ScoredSentence]:

@@ -21,7 +21,7 @@ _CUES: tuple[tuple[QuestionKind, re.Pattern[str]], ...] = (
     (QuestionKind.NUMBER, re.compile(
         r"多少|(?<!哪)几[个家项届条座所倍成年次]?|多大|多高|多长|多远|多快|面积|比重|比例|占比|规模|总额|金额|"
         r"增长了?多|增速|数量|人数|百分之")),
-    (QuestionKind.LIST, re.compile(r"哪些|哪几|有什么|包括什么|包含什么|都有|几大|分别")),
+    (QuestionKind.LIST, re.compile(r"哪些|哪几|哪[两二三四五六七八九十]|有什么|包括什么|包含什么|都有|几大|分别")),
     (QuestionKind.DEFINITION, re.compile(r"什么是|是什么|指什么|是指|含义|定义|意思")),
     (QuestionKind.ENTITY, re.compile(r"谁|哪个|哪家|哪里|在哪|哪儿|什么机构|什么部门|哪位")),
 )
