@@ -3,6 +3,7 @@
     python -m eval.tune                       # fusion weights, rrf_k, fusion kind
     python -m eval.tune --grid index          # chunk size and bigrams: rebuilds an index per
                                               # variant under var/tune/ (embeddings cached)
+    python -m eval.tune --grid bm25           # BM25 k1 and b, likewise
 
 Query embeddings are memoised across the sweep, so each variant costs only BM25, fusion
 and the answer step. Prints one row per variant, best hit@5 first; pick values for
@@ -49,11 +50,14 @@ INDEX_GRID = [
 ]
 
 
-def tune_index_settings(base: Settings, items) -> None:
+BM25_GRID = [{"bm25_k1": k1, "bm25_b": b} for k1 in (0.9, 1.2, 1.5) for b in (0.5, 0.75, 0.9)]
+
+
+def tune_index_settings(base: Settings, items, grid: list[dict]) -> None:
     """Settings that change the index itself: each variant gets its own index directory."""
     from index import build_index
 
-    for update in INDEX_GRID:
+    for update in grid:
         name = "-".join(f"{key}={value}" for key, value in update.items())
         variant = base.model_copy(update={**update, "index_dir": base.data_dir / "tune" / name})
         report = build_index(variant, progress=False)
@@ -75,7 +79,7 @@ def memoise_query_embeddings(index) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--index-dir", type=Path, default=None)
-    parser.add_argument("--grid", choices=["fusion", "modes", "index"], default="fusion")
+    parser.add_argument("--grid", choices=["fusion", "modes", "index", "bm25"], default="fusion")
     parser.add_argument("--out", type=Path, default=None, help="write rows as JSON")
     args = parser.parse_args(argv)
 
@@ -83,8 +87,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.index_dir:
         base = Settings(**{**base.model_dump(), "index_dir": args.index_dir})
     items = load_items(split="dev")
-    if args.grid == "index":
-        tune_index_settings(base, items)
+    if args.grid in ("index", "bm25"):
+        tune_index_settings(base, items, INDEX_GRID if args.grid == "index" else BM25_GRID)
         return
     index = load_or_build_index(base)
     memoise_query_embeddings(index)
