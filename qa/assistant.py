@@ -44,19 +44,19 @@ def _traditional_to_simplified():
     return opencc.OpenCC("t2s")
 
 
-def clean_question(text: str, limit: int, what: str = "问题") -> str:
+def clean_question(text: str, limit: int, what: str = "问题", field: str = "question") -> str:
     """Normalise user input: control characters dropped, whitespace collapsed.
 
     :raises QuestionError: empty, or longer than `limit` characters.
     """
     if not isinstance(text, str):
-        raise QuestionError(f"{what}必须是文本。", "invalid")
+        raise QuestionError(f"{what}必须是文本。", "invalid", field)
     text = _CONTROL.sub("", unicodedata.normalize("NFC", text))
     text = re.sub(r"\s+", " ", text).strip()
     if not text:
-        raise QuestionError(f"{what}不能为空，请输入您想了解的政策问题。", "empty")
+        raise QuestionError(f"{what}不能为空，请输入您想了解的政策问题。", "empty", field)
     if len(text) > limit:
-        raise QuestionError(f"{what}过长（最多 {limit} 字），请精简后再问。", "too_long")
+        raise QuestionError(f"{what}过长（最多 {limit} 字），请精简后再问。", "too_long", field)
     return text
 
 
@@ -103,7 +103,7 @@ class Assistant:
         history = self._clean_history(history)
         top_k = top_k or settings.top_k
         if not 1 <= top_k <= 50:
-            raise QuestionError("top_k 必须在 1 到 50 之间。", "invalid")
+            raise QuestionError("top_k 必须在 1 到 50 之间。", "invalid", "top_k")
         doc_ids = self._document_filter(documents, in_force_only)
 
         notice = None
@@ -156,14 +156,17 @@ class Assistant:
             raise QuestionError(
                 f"对话历史过长（最多 {self.settings.max_history_turns} 轮），请点击“清空对话”后重新提问。",
                 "history_too_long",
+                "history",
             )
         cleaned = []
         for turn in history:
             try:
-                cleaned.append(clean_question(turn, self.settings.max_question_chars, "历史问题"))
+                cleaned.append(
+                    clean_question(turn, self.settings.max_question_chars, "历史问题", "history")
+                )
             except QuestionError as error:
                 if error.code != "empty":
-                    raise QuestionError(error.message, "history_too_long") from None
+                    raise QuestionError(error.message, "history_too_long", "history") from None
         return cleaned
 
     def _document_filter(
@@ -173,7 +176,14 @@ class Assistant:
         if documents:
             unknown = sorted(set(documents) - set(self._documents))
             if unknown:
-                raise QuestionError(f"未知的文件编号：{'、'.join(unknown)}", "unknown_document")
+                # Name a few, shortened: enough to fix the call, never an echo of a huge input.
+                shown = "、".join(doc_id[:20] for doc_id in unknown[:3])
+                more = f" 等 {len(unknown)} 个" if len(unknown) > 3 else ""
+                raise QuestionError(
+                    f"未知的文档编号：{shown}{more}。可用的文档见 GET /api/documents。",
+                    "unknown_document",
+                    "documents",
+                )
             chosen = set(documents)
         if in_force_only:
             chosen = (chosen if chosen is not None else set(self._documents)) & self.in_force_doc_ids()

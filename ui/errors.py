@@ -144,7 +144,8 @@ async def _on_api_error(request: Request, error: ApiError) -> JSONResponse:
 
 
 async def _on_question_error(request: Request, error: QuestionError) -> JSONResponse:
-    return error_response(422, error.code, error.message)
+    details = [{"field": error.field, "message": error.message}] if error.field else []
+    return error_response(422, error.code, error.message, details)
 
 
 async def _on_http_exception(request: Request, error: StarletteHTTPException) -> JSONResponse:
