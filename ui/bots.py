@@ -327,6 +327,7 @@ class BotResponder:
 
     def __init__(self, settings: Settings, *, max_reply_bytes: int = WECHAT_TEXT_LIMIT_BYTES):
         self.timeout_s = settings.bot_reply_timeout_s
+        self.log_questions = settings.log_questions
         self.max_reply_bytes = max_reply_bytes
         self.conversations = ConversationStore(
             settings.bot_session_ttl_s, settings.max_history_turns
@@ -371,6 +372,13 @@ class BotResponder:
             return FAILURE_TEXT
         self.conversations.remember(message.user_id, text)
         return format_answer_text(answer, self.max_reply_bytes)
+
+    async def reply_to_request(self, request: Request, message: BaseMessage) -> str | None:
+        """`reply_to_message` with the assistant serving `request` now (the app may swap
+        it); the question goes into the request log only when settings allow."""
+        if self.log_questions and message.type == "text":
+            request.state.question = message.content or ""
+        return await self.reply_to_message(getattr(request.app.state, "assistant", None), message)
 
     async def reply_to_message(self, assistant, message: BaseMessage) -> str | None:
         """The text reply to a parsed wechatpy message, or None when the platform expects

@@ -90,7 +90,6 @@ def create_router(settings: Settings) -> APIRouter:
     envelope = WeChatEnvelope(settings)
     responder = BotResponder(settings)
     max_body_bytes = settings.bot_max_body_bytes
-    log_questions = settings.log_questions
 
     @router.get("/wechat", response_class=PlainTextResponse)
     async def verify_wechat_url(
@@ -127,10 +126,7 @@ def create_router(settings: Settings) -> APIRouter:
         except BotRequestError as error:
             return PlainTextResponse(error.message, status_code=error.status_code)
 
-        if log_questions and message.type == "text":
-            request.state.question = message.content or ""
-        assistant = getattr(request.app.state, "assistant", None)
-        reply_text = await responder.reply_to_message(assistant, message)
+        reply_text = await responder.reply_to_request(request, message)
         if reply_text is None:
             return PlainTextResponse("success")  # WeChat's "no reply, do not retry"
         reply_xml = TextReply(message=message, content=reply_text).render()

@@ -88,7 +88,6 @@ def create_router(settings: Settings) -> APIRouter:
     envelope = WeComEnvelope(settings)
     responder = BotResponder(settings)
     max_body_bytes = settings.bot_max_body_bytes
-    log_questions = settings.log_questions
 
     @router.get("/wecom", response_class=PlainTextResponse)
     async def verify_wecom_url(
@@ -114,10 +113,7 @@ def create_router(settings: Settings) -> APIRouter:
         except BotRequestError as error:
             return PlainTextResponse(error.message, status_code=error.status_code)
 
-        if log_questions and message.type == "text":
-            request.state.question = message.content or ""
-        assistant = getattr(request.app.state, "assistant", None)
-        reply_text = await responder.reply_to_message(assistant, message)
+        reply_text = await responder.reply_to_request(request, message)
         if reply_text is None:
             return PlainTextResponse("")  # WeCom: an empty body means no reply
         reply_xml = TextReply(message=message, content=reply_text).render()
