@@ -81,6 +81,16 @@ class ScoredSentence:
 
 
 @dataclass(frozen=True)
+class Demands:
+    """What a question requires of any sentence that answers it, worked out once."""
+
+    figures: tuple[str, ...]  # years and numbers the question names
+    years: tuple[str, ...]
+    names: tuple[str, ...]  # words of 3+ characters the corpus knows: what it is about
+    measured: str | None  # what a 多少 question counts
+
+
+@dataclass(frozen=True)
 class Extract:
     """The answer step's result: chosen sentences grouped by chunk, in answer order."""
 
@@ -130,6 +140,14 @@ class Answerer:
             terms.update(term for sentence in index.sentence_terms(position) for term in sentence)
             terms.update(self._heading_terms[position])
         self._section_text = [self._section_of(chunk) for chunk in index.chunks]
+        self._compact_document_text = {
+            doc_id: _without_spaces(text) for doc_id, text in self._document_text.items()
+        }
+        # One string per document so "is this word part of a longer word of the document"
+        # is a single substring test, not a loop over thousands of terms per question.
+        self._joined_document_terms = {
+            doc_id: "\x1f".join(terms) for doc_id, terms in self._document_terms.items()
+        }
         self._corpus_text = _without_spaces("".join(self._document_text.values()))
         # The chunks that open a section with its heading line, grouped by parent section,
         # in document order: the items of a list made of sub-sections ((1)… (2)…).
@@ -230,12 +248,14 @@ class Answerer:
         # The best sentence that meets the question's hard constraints answers, as long as it
         # is not far behind the top one; when none does, the top one is kept and its unmet
         # constraints make the assistant refuse.
-        best, missing = scored[0], self._unmet_constraints(question, focus, kind, scored[0], hits)
+        demands = self._demands(question, focus, kind)
+        hits_text = _without_spaces("".join(hit.chunk.text for hit in hits[: self.read_depth]))
+        best, missing = scored[0], self._unmet_constraints(kind, demands, scored[0], hits_text)
         if missing:
             for candidate in scored[1:CONSTRAINT_CANDIDATES]:
                 if candidate.score < CONSTRAINT_SCORE_RATIO * scored[0].score:
                     break
-                if not self._unmet_constraints(question, focus, kind, candidate, hits):
+                if not self._unmet_constraints(kind, demands, candidate, hits_text):
                     best, missing = candidate, []
                     break
         chosen = self._choose(best, [s for s in scored if s is not best], kind)
@@ -251,54 +271,60 @@ class Answerer:
             and not _QUESTION_WORD.search(pair.word)
         ]
 
+    def _demands(self, question: str, focus: str, kind: QuestionKind) -> Demands:
+        compact = _without_spaces(question)
+        asked = set(self.index.analyze(question)) | set(self.index.analyze(focus))
+        return Demands(
+            figures=tuple(_YEAR_OR_NUMBER_IN_QUESTION.findall(compact)),
+            years=tuple(_YEAR.findall(compact)),
+            names=tuple(sorted(
+                term for term in asked
+                if len(term) >= ANCHOR_MIN_CHARS and term in self._idf and not _QUESTION_WORD.search(term)
+            )),
+            measured=measured_noun(question) if kind is QuestionKind.NUMBER else None,
+        )
+
     def _unmet_constraints(
-        self, question: str, focus: str, kind: QuestionKind, sentence: ScoredSentence, hits: Sequence[Hit]
+        self, kind: QuestionKind, demands: Demands, sentence: ScoredSentence, hits_text: str
     ) -> list[str]:
         """What the question demands that `sentence` (in its document) does not give."""
-        compact_question = _without_spaces(question)
+        doc_id = sentence.chunk.doc_id
         # A year or figure the question names must occur in the retrieved passages or the
         # answering document.
-        evidence_text = _without_spaces(
-            "".join(hit.chunk.text for hit in hits[: self.read_depth])
-            + self._document_text.get(sentence.chunk.doc_id, "")
-        )
+        document_text = self._compact_document_text.get(doc_id, "")
         missing = [
-            token for token in _YEAR_OR_NUMBER_IN_QUESTION.findall(compact_question)
-            if token not in evidence_text
+            token for token in demands.figures if token not in hits_text and token not in document_text
         ]
         # A sentence that dates its figure to another year ("2021 年…税收总额") does not
         # answer "2022年税收", unless its section speaks of the asked year too.
         section_text = self._section_text[self._position[sentence.chunk.chunk_id]]
         other_years = set(_YEAR.findall(_without_spaces(sentence.text)))
         missing += [
-            year for year in _YEAR.findall(compact_question)
+            year for year in demands.years
             if year not in section_text and other_years - {year} and year not in missing
         ]
-        missing += self._missing_anchors(question, focus, sentence)
+        missing += self._missing_names(demands, doc_id)
         if not _has_answer_type(kind, sentence.text):
             missing.append(f"<{kind.value}>")
-        elif kind is QuestionKind.NUMBER:
-            measured = measured_noun(question)
+        elif demands.measured:
             context = sentence.chunk.section + sentence.chunk.text
-            if measured and measured not in context and not _abbreviation_in(measured, context):
-                missing.append(f"<{measured}>")
+            if demands.measured not in context and not _abbreviation_in(demands.measured, context):
+                missing.append(f"<{demands.measured}>")
         return missing
 
-    def _missing_anchors(self, question: str, focus: str, best: ScoredSentence) -> list[str]:
+    def _missing_names(self, demands: Demands, doc_id: str) -> list[str]:
         """Names the question is about (words of 3+ characters that the corpus knows, such as
         临港新片区 or 钻石交易所) that the answering document never mentions: the passage is
         then about something else, however many other words it shares. Checked against the
         whole document, since documents name their subject once and abbreviate after."""
-        passage_terms = self._document_terms.get(best.chunk.doc_id, set())
-        document_text = self._document_text.get(best.chunk.doc_id, "")
-        asked = set(self.index.analyze(question)) | set(self.index.analyze(focus))
-        return sorted(
-            term for term in asked
-            if len(term) >= ANCHOR_MIN_CHARS and term in self._idf and term not in passage_terms
-            and not _QUESTION_WORD.search(term)
-            and not any(term in other for other in passage_terms if len(other) > len(term))
+        terms = self._document_terms.get(doc_id, set())
+        joined_terms = self._joined_document_terms.get(doc_id, "")
+        document_text = self._document_text.get(doc_id, "")
+        return [
+            term for term in demands.names
+            if term not in terms and term not in joined_terms  # nor part of a longer word
             and not _abbreviation_in(term, document_text)
-        )
+        ]
 
     def _choose(
         self, best: ScoredSentence, others: list[ScoredSentence], kind: QuestionKind
