@@ -175,6 +175,7 @@ class DocumentSpec:
     effective_date: str | None = None
     region: str | None = None
     starts_at_line: str | None = None  # where this part begins, for files of several parts
+    keywords: tuple[str, ...] = ()  # terms the analyzer keeps whole, see Document.keywords
 
 
 _SPEC_FIELDS = {f.name for f in fields(DocumentSpec)}
@@ -240,10 +241,15 @@ class Catalogue:
             raise CatalogueError(f"{where}：doc_id 必须由字母、数字、_ 或 - 组成")
         if not isinstance(values.get("title"), str) or not values["title"].strip():
             raise CatalogueError(f"{where}：缺少 title")
+        keywords = values.pop("keywords", None) or []
+        if not isinstance(keywords, list) or not all(
+            isinstance(word, str) and word.strip() for word in keywords
+        ):
+            raise CatalogueError(f"{where}：字段 keywords 应为非空字符串的列表")
         for key, value in values.items():
             if value is not None and not isinstance(value, str):
                 raise CatalogueError(f"{where}：字段 {key} 应为字符串或 null")
-        return DocumentSpec(**values)
+        return DocumentSpec(**values, keywords=tuple(word.strip() for word in keywords))
 
     def specs_for(self, file_name: str) -> tuple[DocumentSpec, ...]:
         return self.files.get(file_name, ())
@@ -329,6 +335,7 @@ def _document(raw: str, spec: DocumentSpec | None, source_file: str, stem: str) 
         text=cleaned.text,
         sections=SectionParser().parse(cleaned),
         content_sha256=hashlib.sha256(cleaned.text.encode("utf-8")).hexdigest(),
+        keywords=spec.keywords if spec else (),
         **metadata,
     )
 

@@ -55,12 +55,20 @@ class Document:
     effective_date: str | None = None
     region: str | None = None
     content_sha256: str = ""
+    # Terms of this document questions use that jieba's dictionary lacks (abbreviations such
+    # as a fair's short name), from the catalogue; the analyzer keeps them whole.
+    keywords: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        # documents.json stores a list; a tuple keeps the frozen document hashable.
+        object.__setattr__(self, "keywords", tuple(self.keywords))
 
     def to_dict(self, with_text: bool = False) -> dict:
         data = asdict(self)
         data["sections"] = [
             {"path": list(s.path), "char_span": list(s.char_span)} for s in self.sections
         ]
+        data["keywords"] = list(self.keywords)
         if not with_text:
             data.pop("text")
         return data

@@ -54,9 +54,20 @@ class Settings(BaseSettings):
         None, description="sentence-transformers CrossEncoder id or path; reranking off when unset"
     )
     rerank_top_n: int = 20
-    # Tuned on the dev part (policyqa eval --split dev --tune-refusal): 0.067–0.13 all refuse
-    # the same dev items; 0.1 sits mid-way. Below this share of the question covered, refuse.
-    refusal_threshold: float = Field(0.1, description="evidence score below which we refuse")
+    # --- the reader --------------------------------------------------------------------------
+    reader_model: Path | None = Field(
+        None, description="reader model directory; unset: the one shipped in qa/reader_model"
+    )
+    read_passages: int = Field(4, ge=1, le=20, description="top fused passages the reader reads")
+    # Tuned on the dev part (policyqa eval --split dev --tune-refusal): below this reader
+    # probability that the best passage answers, refuse.
+    refusal_threshold: float = Field(0.5, ge=0.0, le=1.0, description="reader probability below which we refuse")
+    second_passage_ratio: float = Field(
+        0.9, ge=0.0, le=1.0, description="another passage's sentence joins when its probability is this close; 0 off"
+    )
+    list_enumeration: bool = Field(True, description="哪些 questions quote the whole enumeration")
+    table_rows: bool = Field(True, description="a table row is quoted whole")
+    compound_questions: bool = Field(True, description="compound questions are read part by part")
     max_answer_sentences: int = Field(3, ge=1, le=10)
     max_question_chars: int = Field(500, ge=10)
     max_history_turns: int = Field(10, ge=0)

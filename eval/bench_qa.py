@@ -10,6 +10,7 @@ import datetime as dt
 import json
 import os
 import platform
+import resource
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -31,6 +32,16 @@ class LatencyRow:
     answer_p50_ms: float | None
     answer_p95_ms: float | None
     answer_mean_ms: float | None
+    query_embedding_p50_ms: float | None = None
+    query_embedding_p95_ms: float | None = None
+
+    @property
+    def answer_to_embedding_ratio(self) -> float | None:
+        """Answer p50 over query-embedding p50, measured in the same run (the machine is
+        noisy; a ratio travels better than milliseconds)."""
+        if not self.answer_p50_ms or not self.query_embedding_p50_ms:
+            return None
+        return self.answer_p50_ms / self.query_embedding_p50_ms
 
 
 def time_calls(
@@ -73,12 +84,16 @@ def bench_config(
     from qa import Assistant
 
     run_settings = config_settings(settings, config)
-    assistant = Assistant(index, run_settings)
+    assistant = Assistant.over(index, run_settings)
     for question, history in list(questions)[:warmup]:
         assistant.ask(question, history=history)
     retrieve = retrieval_call(assistant, index, run_settings)
-    retrieval, answers = time_calls(
-        [lambda pair: retrieve(pair[0]), lambda pair: assistant.ask(pair[0], history=pair[1])],
+    retrieval, answers, embeddings = time_calls(
+        [
+            lambda pair: retrieve(pair[0]),
+            lambda pair: assistant.ask(pair[0], history=pair[1]),
+            lambda pair: index.embed_query(pair[0]),
+        ],
         questions,
         repeats,
     )
@@ -90,17 +105,20 @@ def bench_config(
         answer_p50_ms=percentile(answers, 50),
         answer_p95_ms=percentile(answers, 95),
         answer_mean_ms=sum(answers) / len(answers) if answers else None,
+        query_embedding_p50_ms=percentile(embeddings, 50),
+        query_embedding_p95_ms=percentile(embeddings, 95),
     )
 
 
 def format_latency_table(rows: Sequence[LatencyRow]) -> str:
     header = ["config", "calls", "retrieve p50", "retrieve p95", "answer p50", "answer p95",
-              "answer mean"]
+              "answer mean", "query emb p50", "answer/emb p50"]
     lines = [
         [row.config, str(row.calls)]
         + [format_value(value, "ms") for value in (
             row.retrieval_p50_ms, row.retrieval_p95_ms, row.answer_p50_ms, row.answer_p95_ms,
-            row.answer_mean_ms)]
+            row.answer_mean_ms, row.query_embedding_p50_ms)]
+        + [f"{row.answer_to_embedding_ratio:.1f}x" if row.answer_to_embedding_ratio else "-"]
         for row in rows
     ]
     return text_table(header, lines) + "\n(milliseconds, wall clock)"
@@ -123,7 +141,9 @@ def write_bench(rows: Sequence[LatencyRow], settings: Settings, path: Path, data
         },
         "warmup": warmup,
         "repeats": repeats,
-        "rows": [asdict(row) for row in rows],
+        "rows": [asdict(row) | {"answer_to_embedding_ratio": row.answer_to_embedding_ratio} for row in rows],
+        # peak resident memory of this process: index, embedder and reader loaded
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "settings": settings.model_dump(mode="json"),
     }
     path.write_text(json.dumps(payload, ensure_ascii=False, indent=1), encoding="utf-8")

@@ -284,7 +284,7 @@ class CmrcBenchmark:
         questions = self.cmrc_set.questions[:limit] if limit else self.cmrc_set.questions
         results: dict[str, tuple[CmrcQuestionResult, ...]] = {}
         for config in configs:
-            assistant = Assistant(index, config_settings(self.settings, config))
+            assistant = Assistant.over(index, config_settings(self.settings, config))
             judged = []
             for done, question in enumerate(questions, start=1):
                 try:

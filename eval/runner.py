@@ -295,7 +295,7 @@ class EvalRunner:
 def _default_assistant_factory(index: Any, settings: Settings) -> Any:
     from qa import Assistant
 
-    return Assistant(index, settings)
+    return Assistant.over(index, settings)
 
 
 def display_path(path: Path) -> str:

@@ -48,8 +48,6 @@ _TITLE_SUFFIX = re.compile(
     r"(?:建设|发展|产业发展)?(?:总体|实施|行动|工作)?(?:方案|规划纲要|规划|纲要|意见|通知|办法|目录|措施|计划)$"
 )
 _TITLE_PREFIX = re.compile(r"^.*?关于(?:印发|发布并实施|发布|加快|进一步)?")
-# Abbreviations of this domain that jieba's dictionary lacks; added when the corpus uses them.
-DOMAIN_WORDS = ("进博会", "长三角", "虹桥商务区", "国际开放枢纽", "临港新片区", "中央商务区", "跨境电商")
 # A user word gets a frequency high enough that jieba keeps it whole, but it stays a normal
 # word: cut_for_search still emits its dictionary sub-words (虹桥, 枢纽, ...).
 _USER_WORD_FREQ = 50_000
@@ -127,14 +125,21 @@ def _names(title: str) -> list[str]:
 
 def derive_user_words(documents: Iterable[Document], chunks: Iterable[Chunk]) -> list[str]:
     """Domain words from the corpus: short headings (numbering stripped), names quoted in
-    《》, “” or 「」 and the short names inside document titles (虹桥国际开放枢纽), and the
-    domain abbreviations the corpus uses (进博会). Sorted, so builds are reproducible."""
+    《》, “” or 「」 and the short names inside document titles (虹桥国际开放枢纽), and each
+    document's catalogue `keywords` that its text uses (abbreviations such as 进博会). Only
+    the documents decide, so the words change only when the corpus or its catalogue does;
+    sorted, so builds are reproducible."""
     names: set[str] = set()
     headings: set[str] = set()
-    texts: list[str] = []
+    words: set[str] = set()
     for document in documents:
         names.add(document.title)
-        texts.append(normalize(document.text))
+        text = normalize(document.text)
+        words.update(
+            word
+            for keyword in document.keywords
+            if (word := _user_word(keyword)) is not None and word in text
+        )
         for section in document.sections:
             headings.update(section.path)
         for match in _QUOTED_NAME.finditer(document.text):
@@ -142,7 +147,6 @@ def derive_user_words(documents: Iterable[Document], chunks: Iterable[Chunk]) ->
     for chunk in chunks:
         headings.update(chunk.section_path)
         names.add(chunk.title)
-    words = {word for word in DOMAIN_WORDS if any(word in text for text in texts)}
     for name in names:
         words.update(word for part in _names(name) if (word := _user_word(part)) is not None)
     for heading in headings:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 import time
 import unicodedata
 from collections.abc import Collection, Sequence
@@ -14,11 +15,11 @@ from corpus.models import Document
 from corpus.settings import Settings
 from index import Index
 from index.models import Hit
-from qa.answer import Answerer, Extract
+from qa.answer import Answerer, AnswerRules, Extract
 from qa.errors import QuestionError
 from qa.followup import resolve
-from qa.models import Answer, Citation
-from qa.retrieve import Retriever
+from qa.models import Answer, Citation, PassageRetriever
+from qa.reader import Reader
 
 NOT_FOUND = "知识库中没有找到与该问题直接相关的内容。下面列出最接近的段落，仅供参考。"
 NOT_CHINESE = "目前仅支持中文提问，请用中文描述您的问题。(Please ask in Chinese.)"
@@ -62,19 +63,43 @@ def clean_question(text: str, limit: int, what: str = "问题", field: str = "qu
 
 class Assistant:
     """Loaded once, then `ask` may be called from many threads at once (it keeps no
-    per-call state; the index's searches are thread-safe)."""
+    per-call state; the index's searches and the reader are thread-safe).
 
-    def __init__(self, index: Index, settings: Settings):
+    The retriever and the reader are the two seams: `load` builds the real ones (hybrid
+    retrieval over `index`, the shipped reader); tests of the UI may pass fast fakes."""
+
+    def __init__(self, index: Index, settings: Settings, retriever: PassageRetriever, reader: Reader):
         self.index = index
         self.settings = settings
-        self.retriever = Retriever(index, settings)
-        self.answerer = Answerer(index, max_sentences=settings.max_answer_sentences)
+        self.retriever = retriever
+        self.reader = reader
+        self.answerer = Answerer(
+            reader,
+            index.chunks,
+            read_passages=settings.read_passages,
+            max_sentences=settings.max_answer_sentences,
+            rules=AnswerRules(
+                list_enumeration=settings.list_enumeration,
+                table_rows=settings.table_rows,
+                compound_questions=settings.compound_questions,
+                second_passage_ratio=settings.second_passage_ratio,
+            ),
+        )
         self._documents = {document.doc_id: document for document in index.documents}
 
     @classmethod
     def load(cls, settings: Settings) -> "Assistant":
-        """:raises index.IndexLoadError: no index at settings.index_dir, or a mismatched one."""
-        return cls(Index.load(settings.index_dir, settings), settings)
+        """:raises index.IndexLoadError: no index at settings.index_dir, or a mismatched one.
+        :raises qa.reader.ReaderError: the reader model cannot be loaded."""
+        return cls.over(Index.load(settings.index_dir, settings), settings)
+
+    @classmethod
+    def over(cls, index: Index, settings: Settings, reader: Reader | None = None) -> "Assistant":
+        """The assistant with the real retriever over `index` and the configured reader
+        (loaded once per process and model directory)."""
+        from qa.retrieve import Retriever
+
+        return cls(index, settings, Retriever(index, settings), reader or shared_reader(settings.reader_model))
 
     @property
     def documents(self) -> list[Document]:
@@ -115,14 +140,14 @@ class Assistant:
 
         resolved = resolve(question, history)
         hits = self.retriever.run(resolved.query, top_k, doc_ids)
-        extract = self.answerer.extract(question, resolved.query, resolved.focus, hits)
+        extract = self.answerer.extract(question, resolved.query, hits)
         verified = tuple(s for s in extract.sentences if self._verbatim(s))
         if verified != extract.sentences:
             logger.error("dropped answer sentences that are not verbatim in their source")
             extract = replace(extract, sentences=verified)
         answered = notice != NOT_CHINESE and self._is_supported(extract)
         # A refused answer highlights nothing: the closest passages are shown as they are.
-        shown = extract if answered else replace(extract, sentences=())
+        shown = extract if answered else replace(extract, sentences=(), spans=())
         passages = tuple(self._passage(hit, shown) for hit in hits[:top_k])
         if answered:
             text, citations, span = extract.text, self._citations(extract, hits), extract.span
@@ -138,16 +163,12 @@ class Assistant:
             question=question,
             span=span,
             notice=notice,
-            extra={"evidence_score": extract.evidence_score, "kind": extract.kind.value,
-                   "missing": list(extract.missing_constraints)},
+            confidence=extract.confidence,
+            extra={"evidence_score": extract.confidence, "kind": extract.kind.value},
         )
 
     def _is_supported(self, extract: Extract) -> bool:
-        return (
-            bool(extract.sentences)
-            and extract.evidence_score >= self.settings.refusal_threshold
-            and not extract.missing_constraints
-        )
+        return bool(extract.sentences) and extract.confidence >= self.settings.refusal_threshold
 
     def _clean_history(self, history: Sequence[str]) -> list[str]:
         if isinstance(history, str):
@@ -199,8 +220,7 @@ class Assistant:
         return "；".join(notes) or None
 
     def _passage(self, hit: Hit, extract: Extract) -> Citation:
-        highlights = tuple(s.span for s in extract.sentences if s.chunk.chunk_id == hit.chunk.chunk_id)
-        return self._citation(hit.chunk, hit.score, highlights)
+        return self._citation(hit.chunk, hit.score, _highlights(hit.chunk.chunk_id, extract))
 
     def _citation(self, chunk, score: float, highlights) -> Citation:
         return Citation(
@@ -228,10 +248,32 @@ class Assistant:
     def _citations(self, extract: Extract, hits: Sequence[Hit]) -> tuple[Citation, ...]:
         """One citation per chunk the answer quotes, in answer order."""
         scores = {hit.chunk.chunk_id: hit.score for hit in hits}
-        grouped: dict[str, list] = {}
+        chunks = {}
         for sentence in extract.sentences:
-            grouped.setdefault(sentence.chunk.chunk_id, []).append(sentence)
+            chunks.setdefault(sentence.chunk.chunk_id, sentence.chunk)
         return tuple(
-            self._citation(group[0].chunk, scores.get(chunk_id, 0.0), [s.span for s in group])
-            for chunk_id, group in grouped.items()
+            self._citation(chunk, scores.get(chunk_id, 0.0), _highlights(chunk_id, extract))
+            for chunk_id, chunk in chunks.items()
         )
+
+
+def _highlights(chunk_id: str, extract: Extract) -> tuple[tuple[int, int], ...]:
+    """What a passage highlights: the answer span where it holds it, else the sentences
+    it contributes to the answer."""
+    spans = tuple((s.start, s.end) for s in extract.spans if s.chunk_id == chunk_id)
+    return spans or tuple(s.span for s in extract.sentences if s.chunk.chunk_id == chunk_id)
+
+
+_readers_lock = threading.Lock()
+_readers: dict[str, Reader] = {}
+
+
+def shared_reader(model_dir=None) -> Reader:
+    """The span reader for `model_dir` (default: the shipped one), loaded once per process."""
+    from qa.reader import SHIPPED_READER, SpanReader
+
+    key = str(model_dir or SHIPPED_READER)
+    with _readers_lock:
+        if key not in _readers:
+            _readers[key] = SpanReader(model_dir or SHIPPED_READER)
+        return _readers[key]

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+from index.models import Hit
 
 
 @dataclass(frozen=True)
@@ -46,7 +50,15 @@ class Answer:
     question: str = ""
     span: str | None = None  # a tighter extract inside the answer (e.g. the number asked for)
     notice: str | None = None  # a message about the input itself (e.g. English question)
+    # The reader's probability that the cited passage answers the question (0 to 1); for a
+    # refusal, that of the closest passage.
+    confidence: float = 0.0
     extra: dict = field(default_factory=dict, compare=False)
+
+    @property
+    def confidence_label(self) -> str:
+        """What users read next to an answer: 高 / 中 / 低."""
+        return confidence_label(self.confidence)
 
     def to_dict(self) -> dict:
         return {
@@ -58,4 +70,26 @@ class Answer:
             "span": self.span,
             "latency_ms": round(self.latency_ms, 3),
             "notice": self.notice,
+            "confidence": round(float(self.confidence), 4),
+            "confidence_label": self.confidence_label,
         }
+
+
+# Where the labels change; the refusal threshold (tuned on dev) sits below "中".
+CONFIDENCE_HIGH = 0.8
+CONFIDENCE_MEDIUM = 0.5
+
+
+def confidence_label(confidence: float) -> str:
+    if confidence >= CONFIDENCE_HIGH:
+        return "高"
+    if confidence >= CONFIDENCE_MEDIUM:
+        return "中"
+    return "低"
+
+
+@runtime_checkable
+class PassageRetriever(Protocol):
+    """Question in, fused passages out, best first (`qa.retrieve.Retriever` is the real one)."""
+
+    def run(self, query: str, top_k: int, doc_ids: Collection[str] | None = None) -> list[Hit]: ...

@@ -52,7 +52,7 @@ def seed_index(seed_index_dir: Path, seed_settings: Settings):
 def assistant(seed_index, seed_settings: Settings):
     from qa import Assistant
 
-    return Assistant(seed_index, seed_settings)
+    return Assistant.over(seed_index, seed_settings)
 
 
 @pytest.fixture(scope="session")

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from qa.models import Answer, Citation, confidence_label
 from ui.feedback import FeedbackStore
 
 QUESTION = "虹桥国际开放枢纽包括哪些区域？"
@@ -52,6 +53,10 @@ def test_ask_answers_with_a_citation_of_the_right_document(client):
     for start, end in citation["highlights"]:
         assert 0 <= start < end <= len(citation["quote"])
     assert set(answer) >= {"answer", "answered", "query", "citations", "passages", "latency_ms"}
+    assert 0.0 <= answer["confidence"] <= 1.0
+    assert answer["confidence_label"] == confidence_label(answer["confidence"])
+    if answer["span"]:
+        assert answer["span"] in answer["answer"]
 
 
 def test_follow_up_uses_the_history(client):
@@ -70,6 +75,8 @@ def test_unanswerable_question_is_refused_with_passages(client):
     assert CHINESE.search(answer["answer"])
     assert answer["citations"] == []
     assert answer["passages"], "the closest passages are still listed when refusing"
+    assert 0.0 <= answer["confidence"] <= 1.0
+    assert answer["confidence_label"] == confidence_label(answer["confidence"])
 
 
 def test_top_k_and_document_filter(client):
@@ -321,6 +328,58 @@ def test_without_an_index_the_app_is_not_ready_until_an_assistant_is_set(
     asked = [line for line in _log_lines(caplog) if line["path"] == "/api/ask"]
     assert asked and all("question" not in line for line in asked)  # log_questions off
     assert QUESTION not in caplog.text
+
+
+class FixedAnswerAssistant:
+    """Stands in for the assistant (and its reader) where only the HTTP layer is tested:
+    every question gets `answer`."""
+
+    def __init__(self, answer: Answer):
+        self.answer = answer
+        self.documents: list = []
+
+    def ask(self, question, history=(), **options) -> Answer:
+        return self.answer
+
+
+def test_ask_returns_the_span_and_the_readers_confidence_as_documented(tmp_path, seed_settings):
+    from ui.app import create_app
+    from ui.schemas import AskResponse
+
+    quote = "商务区全域环绕虹桥综合交通枢纽，面积 151.4 平方公里。"
+    start = quote.index("151.4")
+    citation = Citation(
+        title="虹桥国际中央商务区产业发展规划", section="一、发展基础", quote=quote,
+        source_file="003_acd3c122fbf1e800.txt", doc_id="003-1", chunk_id="aaaa000011112222",
+        score=0.9, highlights=((start, start + len("151.4 平方公里")),),
+    )
+    answer = Answer(
+        answer=quote, answered=True, query="虹桥商务区面积多大？", citations=(citation,),
+        span="151.4 平方公里", confidence=0.934567,
+    )
+    settings = seed_settings.model_copy(
+        update={"index_dir": tmp_path / "no-index", "feedback_db": tmp_path / "fb.sqlite3"}
+    )
+    app = create_app(settings, assistant=FixedAnswerAssistant(answer))
+    with running(app) as base, httpx.Client(base_url=base, timeout=60) as http:
+        body = http.post("/api/ask", json={"question": "虹桥商务区面积多大？"}).json()
+        schema = http.get("/openapi.json").json()["components"]["schemas"]["AskResponse"]
+    assert body == answer.to_dict()
+    assert (body["confidence"], body["confidence_label"]) == (0.9346, "高")
+    quote_out = body["citations"][0]["quote"]
+    assert [quote_out[s:e] for s, e in body["citations"][0]["highlights"]] == ["151.4 平方公里"]
+    assert AskResponse.model_validate(body).confidence == 0.9346
+
+    for name in ("confidence", "confidence_label"):
+        assert name in schema["required"]
+        assert CHINESE.match(schema["properties"][name]["description"]), "Chinese first"
+    confidence = schema["properties"]["confidence"]
+    assert (confidence["minimum"], confidence["maximum"]) == (0, 1)
+    for example in schema["examples"]:
+        validated = AskResponse.model_validate(example)
+        assert validated.confidence_label == confidence_label(validated.confidence)
+        citation_out = example["citations"][0]
+        assert [citation_out["quote"][s:e] for s, e in citation_out["highlights"]] == [example["span"]]
 
 
 def test_unknown_api_path_is_a_json_404(client):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 from click.testing import CliRunner
 
@@ -18,6 +19,8 @@ def test_ask_prints_the_answer_and_numbered_sources(seed_index_dir):
     assert result.exit_code == 0
     assert "昆山市" in result.output
     assert "[1] 《虹桥国际开放枢纽建设总体方案》 一、建设背景" in result.output
+    assert re.search(r"^置信度：[高中低]（[01]\.\d\d）$", result.output, re.MULTILINE)
+    assert "\x1b[" not in result.output  # not a terminal: no bold, 【】 instead
 
 
 def test_ask_json_is_the_api_answer(seed_index_dir):
@@ -39,6 +42,7 @@ def test_ask_with_history_shows_the_rewritten_query(seed_index_dir):
 def test_ask_refusal_lists_the_closest_passages(seed_index_dir):
     result = run("ask", "今天上海天气怎么样？", "--index-dir", str(seed_index_dir))
     assert "知识库中没有找到" in result.output and "最接近的段落" in result.output
+    assert "置信度" not in result.output
 
 
 def test_ask_empty_question_is_one_error_line(seed_index_dir):

@@ -15,6 +15,7 @@ import pytest
 
 from corpus import (
     Catalogue,
+    CatalogueError,
     Chunker,
     DocumentLoadError,
     chunk_documents,
@@ -595,6 +596,19 @@ def test_a_malformed_catalogue_is_reported_and_the_files_still_load(tmp_path):
     assert [d.doc_id for d in loaded.documents] == ["x"]
     assert loaded.errors[0].source_file == "catalogue.json"
     assert "doc_id" in loaded.errors[0].message
+
+
+def test_catalogue_keywords_reach_the_document_and_must_be_a_list_of_words(tmp_path):
+    path = tmp_path / "plan.txt"
+    path.write_text("示例方案\n发挥进博会溢出效应。\n", encoding="utf-8")
+    entry = {"doc_id": "p", "title": "示例方案", "keywords": ["进博会", " 长三角 "]}
+    (document,) = load_file(path, {"files": {"plan.txt": entry}})
+    assert document.keywords == ("进博会", "长三角")
+    assert document.to_dict()["keywords"] == ["进博会", "长三角"]
+    assert Document(**{**document.to_dict(with_text=True), "sections": ()}).keywords == ("进博会", "长三角")
+    for bad in ("进博会", ["进博会", 3], [""]):
+        with pytest.raises(CatalogueError, match="keywords"):
+            Catalogue.from_dict({"files": {"plan.txt": {**entry, "keywords": bad}}})
 
 
 def test_the_shipped_catalogue_is_valid_and_lists_every_seed_file():

@@ -67,7 +67,7 @@ def test_runner_judges_real_items_and_writes_json_markdown_png(
     from eval.runner import config_settings
     from qa import Assistant
 
-    hybrid_assistant = Assistant(seed_index, config_settings(seed_settings, "hybrid"))
+    hybrid_assistant = Assistant.over(seed_index, config_settings(seed_settings, "hybrid"))
     for item, result in zip(few_items, run.results["hybrid"]):
         answer = hybrid_assistant.ask(item.question, history=item.history)
         assert result.answered == answer.answered and result.answer == answer.answer

@@ -8,6 +8,7 @@ test builds a real sentence-transformers index from the model directory shipped 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -135,6 +136,31 @@ def test_user_words_come_from_headings_and_quoted_names():
     words = derive_user_words([document], [])
     assert {"建设背景", "进博会", "虹桥国际开放枢纽", "示例方案"} <= set(words)
     assert "一、建设背景" not in words
+
+
+def test_domain_words_are_the_catalogue_keywords_the_document_uses():
+    text = "积极发挥进博会溢出效应。"  # unquoted, no heading: only a keyword can name it
+    document = Document(doc_id="x", title="示例方案", source_file="x.txt", text=text)
+    assert "进博会" not in derive_user_words([document], [])
+    with_keywords = dataclasses.replace(document, keywords=("进博会", "火星基地"))
+    words = derive_user_words([with_keywords], [])
+    assert "进博会" in words
+    assert "火星基地" not in words  # a keyword the text never uses is no word of this corpus
+    assert "进博会" in Analyzer(words, use_bigrams=False).analyze("进博会在哪里举办？")
+
+
+def test_seed_user_words_include_every_catalogue_keyword_the_documents_use(seed_corpus, seed_settings):
+    from corpus import chunk_documents
+
+    documents = seed_corpus.documents
+    words = set(derive_user_words(documents, chunk_documents(documents, seed_settings)))
+    used = {word for document in documents for word in document.keywords if word in document.text}
+    assert {"长三角", "临港新片区"} <= used  # the catalogue lists them for the documents using them
+    assert used <= words
+    stripped = [dataclasses.replace(document, keywords=()) for document in documents]
+    without = set(derive_user_words(stripped, chunk_documents(stripped, seed_settings)))
+    # Neither is a heading or a quoted name: only the catalogue makes them words.
+    assert {"长三角", "临港新片区"}.isdisjoint(without)
 
 
 def test_analyzer_is_thread_safe():

@@ -10,6 +10,8 @@ import httpx
 import openai
 import pytest
 
+from ui.render import confidence_text, mark_span
+
 QUESTION = "虹桥国际开放枢纽包括哪些区域？"
 API_KEY = f"sk-test-{secrets.token_hex(8)}"
 
@@ -40,7 +42,12 @@ def test_chat_completion_answers_with_numbered_citations(client):
     assert "\n[1] 《虹桥国际开放枢纽建设总体方案》" in content
     structured = completion.model_extra["policy_qa"]
     assert structured["answered"] is True
-    assert content.startswith(structured["answer"])
+    answer_text = structured["answer"]
+    if structured["span"]:  # the span is in bold, the rest of the answer as quoted
+        assert f"**{structured['span']}**" in content
+        answer_text = mark_span(answer_text, structured["span"], "**", "**")
+    confidence = confidence_text(structured["confidence"], structured["confidence_label"])
+    assert content.startswith(f"{answer_text}\n{confidence}\n\n[1] ")
     assert len(structured["citations"]) == content.count("\n[")
 
 

@@ -191,4 +191,4 @@ def test_reranker_reorders_candidates_with_a_real_cross_encoder(seed_index, seed
     assert {h.chunk.chunk_id for h in reranked[:8]} == head
     scores = [h.score for h in reranked[:8]]
     assert scores == sorted(scores, reverse=True)
-    assert isinstance(Assistant(seed_index, settings).retriever.reranker, Reranker)
+    assert isinstance(Assistant.over(seed_index, settings).retriever.reranker, Reranker)

@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 import itertools
 import os
+import re
 import threading
 import time
 import xml.etree.ElementTree as ElementTree
@@ -22,6 +23,7 @@ import pytest
 from wechatpy.crypto import WeChatCrypto
 
 from ui import bots
+from ui.render import example_questions
 
 TOKEN = "wechat-test-token"
 APP_ID = "wx0123456789abcdef"
@@ -152,6 +154,7 @@ def test_text_message_gets_a_passive_text_reply_with_citations(wechat_url, count
     content = fields["Content"]
     assert "松江区" in content  # the 总体方案 lists the districts
     assert "出处：" in content and "《虹桥国际开放枢纽建设总体方案》" in content
+    assert re.search(r"\n置信度：[高中低]（[01]\.\d\d）\n\n出处：", content)
     assert "<" not in content and "**" not in content
     assert len(content.encode("utf-8")) <= bots.WECHAT_TEXT_LIMIT_BYTES
     assert counter.calls == [(QUESTION, ())]
@@ -227,8 +230,9 @@ def test_reset_command_tolerates_trailing_punctuation(wechat_url, counter):
     assert counter.calls == []
 
 
-def test_welcome_example_questions_are_answered_from_the_documents(assistant):
-    for question in bots.EXAMPLE_QUESTIONS:
+def test_example_questions_are_answered_from_the_documents(assistant):
+    assert example_questions(), "ui/examples.json lists the example questions"
+    for question in example_questions():
         answer = assistant.ask(question)
         assert answer.answered and answer.citations, question
 
@@ -236,8 +240,8 @@ def test_welcome_example_questions_are_answered_from_the_documents(assistant):
 def test_subscribe_event_gets_a_welcome_with_example_questions(wechat_url, counter):
     xml = message_xml("user-new", "event", Event="subscribe", EventKey="")
     content = reply_fields(post(wechat_url, xml))["Content"]
-    assert content == bots.WELCOME_TEXT
-    assert bots.EXAMPLE_QUESTIONS[0] in content
+    assert content == bots.welcome_text()
+    assert all(question in content for question in example_questions()[: bots.WELCOME_EXAMPLES])
     assert counter.calls == []
 
 
@@ -257,7 +261,8 @@ def test_unsubscribe_event_gets_no_reply(wechat_url):
 )
 def test_non_text_messages_get_a_polite_text_only_reply(wechat_url, counter, msg_type, fields):
     content = reply_fields(post(wechat_url, message_xml("user-media", msg_type, **fields)))
-    assert content["Content"] == bots.TEXT_ONLY_TEXT
+    assert content["Content"] == bots.text_only_text()
+    assert example_questions()[0] in content["Content"]
     assert counter.calls == []
 
 
@@ -371,13 +376,15 @@ def test_long_answer_is_cut_at_a_sentence_end_within_2048_bytes(assistant, seed_
     answer = assistant.ask(QUESTION)
     assert answer.answered and answer.citations
     long_text = max((document.text for document in seed_corpus.documents), key=len)[:6000]
-    long_answer = dataclasses.replace(answer, answer=long_text)
+    long_answer = dataclasses.replace(answer, answer=long_text, span=None)
 
     content = bots.format_answer_text(long_answer)
 
     assert len(content.encode("utf-8")) <= 2048
     body, _, sources = content.partition("\n\n出处：\n")
     assert sources, "the sources survive the cut"
+    body, _, confidence = body.rpartition("\n")
+    assert confidence.startswith("置信度："), "so does the confidence line"
     assert f"《{answer.citations[0].title}》" in sources
     assert long_text.startswith(body)
     assert body[-1] in "。！？；!?;…”）" or long_text[len(body)] == "\n"

@@ -172,10 +172,10 @@ def test_follow_up_uses_the_users_own_history(wecom_url, counter):
 
 def test_subscribe_event_is_welcomed_and_images_get_a_text_only_note(wecom_url, counter):
     subscribe = message_xml("new", "event", Event="subscribe")
-    assert decrypted_reply(post_encrypted(wecom_url, subscribe))["Content"] == bots.WELCOME_TEXT
+    assert decrypted_reply(post_encrypted(wecom_url, subscribe))["Content"] == bots.welcome_text()
     picture = message_xml("new", "image", PicUrl="http://127.0.0.1/a.jpg", MediaId="m")
     image = decrypted_reply(post_encrypted(wecom_url, picture))
-    assert image["Content"] == bots.TEXT_ONLY_TEXT
+    assert image["Content"] == bots.text_only_text()
     assert counter.calls == []
 
 

@@ -1,6 +1,7 @@
 """What the chat bots (WeChat Official Account, WeCom) share: per-user conversations that
 expire when idle, a MsgId cache that computes each reply once, and an `Answer` rendered as
-plain text for a phone, cut at a sentence end within the platform's byte limit.
+plain text for a phone (span in 【】, a confidence line), cut at a sentence end within the
+platform's byte limit.
 
 The protocol modules (`ui.wechat`, `ui.wecom`) only unwrap XML and call
 `BotResponder.reply_to_text`; everything about answering lives here.
@@ -30,6 +31,7 @@ from wechatpy.utils import WeChatSigner
 from corpus.settings import Settings
 from qa.errors import QuestionError
 from qa.models import Answer
+from ui.render import PLAIN_MARKS, confidence_text, example_questions, mark_span
 
 logger = logging.getLogger(__name__)
 
@@ -37,26 +39,32 @@ logger = logging.getLogger(__name__)
 WECHAT_TEXT_LIMIT_BYTES = 2048
 
 RESET_COMMANDS = frozenset({"清空", "重新开始", "清除", "重来"})
-EXAMPLE_QUESTIONS = (
-    "虹桥国际开放枢纽包括哪些区域？",
-    "虹桥国际中央商务区的重点产业有哪些？",
-    "“十四五”时期上海国际贸易中心建设的主要目标是什么？",
-)
-WELCOME_TEXT = (
-    "您好！我是政策问答助手，根据已收录的政策文件原文回答问题，并注明出处。\n"
-    "可以这样问：\n"
-    + "\n".join(f"· {question}" for question in EXAMPLE_QUESTIONS)
-    + "\n追问时可直接说“那……呢？”；发送“清空”可重新开始对话。"
-)
-TEXT_ONLY_TEXT = (
-    "抱歉，目前只能回答文字提问。请直接输入您的问题，例如：\n" + EXAMPLE_QUESTIONS[0]
-)
+WELCOME_EXAMPLES = 3  # as many as a phone shows without scrolling
 RESET_TEXT = "好的，已清空之前的对话，请提出新的问题。"
 SLOW_TEXT = "问题正在处理中，请稍后再试（可稍候重新发送同一问题）。"
 NOT_READY_TEXT = "知识库正在准备中，请稍后再试。"
 FAILURE_TEXT = "抱歉，系统暂时出错，请稍后再试。"
 REFUSAL_TEXT = "抱歉，现有政策文件中没有找到这个问题的答案。"
 EMPTY_QUESTION_TEXT = "请输入您要咨询的问题。"
+
+
+def welcome_text() -> str:
+    """What a new follower reads: what the assistant does, a few example questions (from
+    `ui.render.example_questions`), and how to follow up or start over."""
+    examples = example_questions()[:WELCOME_EXAMPLES]
+    lines = ["您好！我是政策问答助手，根据已收录的政策文件原文回答问题，并注明出处。"]
+    if examples:
+        lines += ["可以这样问：", *(f"· {question}" for question in examples)]
+    lines.append("追问时可直接说“那……呢？”；发送“清空”可重新开始对话。")
+    return "\n".join(lines)
+
+
+def text_only_text() -> str:
+    """The reply to a picture, a link or unrecognised voice."""
+    examples = example_questions()
+    example = f"，例如：\n{examples[0]}" if examples else "。"
+    return f"抱歉，目前只能回答文字提问。请直接输入您的问题{example}"
+
 
 _SENTENCE_END = re.compile(r"[。！？；!?;…]+[”’」』）)]*|\n+")
 _HTML_TAG = re.compile(r"<[^<>\n]{1,200}>")
@@ -112,25 +120,33 @@ def citation_labels(answer: Answer) -> list[str]:
 
 
 def format_answer_text(answer: Answer, max_bytes: int = WECHAT_TEXT_LIMIT_BYTES) -> str:
-    """The answer as plain text for a phone: the answer (or a plain refusal), then its
-    sources; at most `max_bytes` of UTF-8, the answer cut at a sentence end so that the
-    sources still fit."""
+    """The answer as plain text for a phone: the answer (or a plain refusal) with its span
+    in 【】, its confidence when answered, then its sources; at most `max_bytes` of UTF-8,
+    the answer cut at a sentence end so that the confidence line and the sources still fit
+    (a span the cut reaches is left unmarked)."""
     if answer.answered:
-        body = plain_text(answer.answer)
+        text = plain_text(answer.answer)
     else:
-        body = plain_text(answer.answer) or REFUSAL_TEXT
+        text = plain_text(answer.answer) or REFUSAL_TEXT
     notice = plain_text(answer.notice or "")
-    if notice and notice not in body:
-        body = f"{notice}\n{body}"
+    prefix = f"{notice}\n" if notice and notice not in text else ""
+    span = plain_text(answer.span or "") if answer.answered else ""
+    marks = utf8_len("".join(PLAIN_MARKS)) if span and span in text else 0
+    confidence = ""
+    if answer.answered:
+        confidence = "\n" + confidence_text(answer.confidence, answer.confidence_label)
     labels = citation_labels(answer) if answer.answered else []
     while True:
         sources = ("\n\n出处：\n" + "\n".join(labels)) if labels else ""
-        room = max_bytes - utf8_len(sources)
+        room = max_bytes - utf8_len(confidence + sources)
         # Keep the sources only while they leave the answer a reasonable share of the room.
         if not labels or room >= max_bytes // 2:
             break
         labels.pop()
-    return cut_at_sentence(body, room) + sources
+    body = cut_at_sentence(prefix + text, room - marks)
+    if body.startswith(prefix):  # the span is looked for in the answer, not in the notice
+        body = prefix + mark_span(body[len(prefix):], span, *PLAIN_MARKS)
+    return body + confidence + sources
 
 
 class ConversationStore:
@@ -385,14 +401,14 @@ class BotResponder:
         no reply (most events): text (and recognised voice) is answered, a subscription is
         welcomed, other message types get a polite "text only" note."""
         if message.type == "event":
-            return WELCOME_TEXT if getattr(message, "event", "").startswith("subscribe") else None
+            return welcome_text() if getattr(message, "event", "").startswith("subscribe") else None
         text = None
         if message.type == "text":
             text = message.content or ""
         elif message.type == "voice" and message.recognition:
             text = message.recognition  # WeChat's speech recognition, when the account enables it
         if text is None:
-            return TEXT_ONLY_TEXT
+            return text_only_text()
         incoming = IncomingText(
             user_id=message.source or "", message_key=message_key(message, text), text=text
         )

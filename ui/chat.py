@@ -18,6 +18,7 @@ import gradio as gr
 from corpus.settings import Settings
 from qa.errors import QuestionError
 from ui.feedback import FeedbackStore
+from ui.render import confidence_text, example_questions, mark_span
 
 if TYPE_CHECKING:
     from qa import Assistant
@@ -25,14 +26,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("policyqa.chat")
 
 AssistantSource = Callable[[], "Assistant | None"]
-
-EXAMPLE_QUESTIONS = (
-    "虹桥国际开放枢纽包括哪些区域？",
-    "虹桥国际开放枢纽的发展目标是什么？",
-    "虹桥国际中央商务区的重点产业有哪些？",
-    "“十四五”时期上海国际贸易中心建设的主要目标是什么？",
-    "如何发挥进博会的溢出带动效应？",
-)
 
 SYSTEM_FONTS = (
     "system-ui",
@@ -52,6 +45,7 @@ PAGE_CSS = """
 .pqa-answer { line-height: 1.7; overflow-wrap: anywhere; }
 .pqa-refused { border-left: 4px solid #d97706; padding-left: 8px; }
 .pqa-meta { color: #6b7280; font-size: 0.85em; margin-top: 4px; }
+.pqa-confidence { color: #4b5563; font-size: 0.85em; margin-top: 2px; }
 .pqa-sources { margin: 8px 0 0 0; padding-left: 1.4em; }
 .pqa-sources li { margin-bottom: 8px; overflow-wrap: anywhere; }
 .pqa-source-title { font-weight: 600; }
@@ -113,14 +107,19 @@ def _source_item(citation: dict, preview_chars: int | None = None) -> str:
 
 def render_answer(answer: dict, question: str) -> str:
     """The assistant's chat message for `answer` (an `Answer.to_dict()`), as HTML: the
-    answer, numbered sources with the answer marked in each quote, and, when refused, a
-    clear notice followed by the closest passages."""
+    answer with its span marked, its confidence, numbered sources with the answer marked in
+    each quote, and, when refused, a clear notice followed by the closest passages."""
     parts = []
     notice = answer.get("notice")
     if notice and notice != answer.get("answer"):
         parts.append(f'<div class="pqa-meta">{html.escape(notice)}</div>')
     if answer.get("answered"):
-        parts.append(f'<div>{html.escape(answer.get("answer", "")).replace(chr(10), "<br>")}</div>')
+        marked = mark_span(answer.get("answer", ""), answer.get("span"), "<mark>", "</mark>",
+                           html.escape)
+        parts.append(f'<div>{marked.replace(chr(10), "<br>")}</div>')
+        if answer.get("confidence") is not None:
+            confidence = confidence_text(answer["confidence"], answer.get("confidence_label"))
+            parts.append(f'<div class="pqa-confidence">{html.escape(confidence)}</div>')
         sources = answer.get("citations") or []
         heading = "来源"
         preview = None
@@ -238,6 +237,7 @@ def build_chat(
     # Gradio's analytics helpers read this variable on every call, not only at import.
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
     handlers = ChatHandlers(settings, assistant_source, feedback)
+    examples = example_questions()
     with gr.Blocks(title="政策问答助手", analytics_enabled=False) as page:
         gr.Markdown(
             "## 政策问答助手\n"
@@ -252,7 +252,7 @@ def build_chat(
             min_height=320,
             feedback_options=("Like", "Dislike"),
             buttons=["copy"],
-            placeholder="请输入问题，例如：虹桥国际开放枢纽包括哪些区域？",
+            placeholder=f"请输入问题，例如：{examples[0]}" if examples else "请输入问题",
             layout="bubble",
         )
         with gr.Row(equal_height=True):
@@ -278,12 +278,13 @@ def build_chat(
                 label="只用现行有效的政策文件", value=False, elem_id="pqa-in-force"
             )
         clear = gr.Button("清空对话", elem_id="pqa-clear", variant="secondary")
-        gr.Examples(
-            examples=[[text] for text in EXAMPLE_QUESTIONS],
-            inputs=[question],
-            label="示例问题（点击填入）",
-            elem_id="pqa-examples",
-        )
+        if examples:
+            gr.Examples(
+                examples=[[text] for text in examples],
+                inputs=[question],
+                label="示例问题（点击填入）",
+                elem_id="pqa-examples",
+            )
 
         ask_inputs = [question, chatbot, turns, documents, in_force_only]
         ask_outputs = [chatbot, turns, question]

@@ -23,6 +23,7 @@ COMMANDS = {
     "eval": "eval.cli:eval_command",
     "bench": "eval.cli:bench",
     "cmrc": "eval.cli:cmrc",
+    "train-reader": "eval.train_reader:train_reader_command",
 }
 
 

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import click
 
 from ui.cli_common import index_dir_option, settings_with
+from ui.render import PLAIN_MARKS, confidence_text, mark_span
+
+# Bold on, bold off: how a terminal shows the span when stdout is one.
+TERMINAL_BOLD = ("\x1b[1m", "\x1b[22m")
 
 
 def _load_assistant(settings):
@@ -19,9 +24,19 @@ def _load_assistant(settings):
         raise click.ClickException(f"{error} (run `policyqa build` first)") from None
 
 
-def format_answer(answer) -> str:
-    """The answer, then its numbered sources, as plain readable text."""
-    lines = [answer.answer]
+def _stdout_is_terminal() -> bool:
+    return sys.stdout.isatty()
+
+
+def format_answer(answer, bold: bool = False) -> str:
+    """The answer with its span marked (terminal bold when `bold`, else 【】), its
+    confidence when answered, then its numbered sources, as plain readable text."""
+    if answer.answered:
+        before, after = TERMINAL_BOLD if bold else PLAIN_MARKS
+        lines = [mark_span(answer.answer, answer.span, before, after),
+                 confidence_text(answer.confidence, answer.confidence_label)]
+    else:
+        lines = [answer.answer]
     if answer.notice and answer.notice != answer.answer:
         lines.insert(0, f"（{answer.notice}）")
     if answer.query != answer.question:
@@ -68,7 +83,7 @@ def ask(question, history, as_json, top_k, documents, mode, index_dir):
     if as_json:
         click.echo(json.dumps(answer.to_dict(), ensure_ascii=False, indent=2))
     else:
-        click.echo(format_answer(answer))
+        click.echo(format_answer(answer, bold=_stdout_is_terminal()))
 
 
 @click.command()
@@ -105,6 +120,6 @@ def chat(index_dir):
         except QuestionError as error:
             click.echo(error.message)
             continue
-        click.echo(format_answer(answer))
+        click.echo(format_answer(answer, bold=_stdout_is_terminal()))
         click.echo()
         history.append(answer.question)

@@ -185,7 +185,7 @@ def build_and_publish(settings: Settings) -> tuple["Assistant", BuildOutcome]:
     started = time.perf_counter()
     loaded = Library(settings).load()
     staged = build_staged(settings, loaded.documents)
-    assistant = Assistant(staged.index, settings)
+    assistant = Assistant.over(staged.index, settings)
     publish(staged, settings)
     report = staged.report
     return assistant, BuildOutcome(

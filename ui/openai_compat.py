@@ -3,7 +3,8 @@ and OpenAI clients can use the assistant unchanged.
 
 The last user message is the question and the earlier user messages are its history (the
 assistant's own turns are not needed: answers are extracted from the documents). The reply's
-content is the answer followed by its citations as plain lines "[1] 《title》 section"; the
+content is the answer with its span in Markdown **bold**, its confidence line
+("置信度：高（0.93）"), then its citations as plain lines "[1] 《title》 section"; the
 structured answer (`Answer.to_dict()`) rides along in an extra `policy_qa` field, which
 OpenAI clients ignore. `stream: true` sends server-sent events in OpenAI's
 `chat.completion.chunk` format. Errors use OpenAI's shape
@@ -28,6 +29,7 @@ from corpus.settings import Settings
 from qa.errors import QuestionError
 from qa.models import Answer
 from ui.bots import REFUSAL_TEXT, BotRequestError, book_title, read_capped_body
+from ui.render import MARKDOWN_MARKS, confidence_text, mark_span
 
 MODEL_ID = "policy-qa"
 MAX_BODY_BYTES = 1024 * 1024
@@ -71,8 +73,12 @@ def openai_error(status_code: int, message: str, error_type: str, code: str | No
 
 
 def answer_content(answer: Answer) -> str:
-    """The reply text: the answer (or a plain refusal), then one line per citation."""
+    """The reply text (Markdown): the answer (or a plain refusal) with its span in **bold**,
+    its confidence when answered, then one line per citation."""
     body = answer.answer if (answer.answered or answer.answer) else REFUSAL_TEXT
+    if answer.answered:
+        body = mark_span(body, answer.span, *MARKDOWN_MARKS)
+        body += "\n" + confidence_text(answer.confidence, answer.confidence_label)
     if answer.notice and answer.notice not in body:
         body = f"{answer.notice}\n{body}"
     lines = []

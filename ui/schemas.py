@@ -12,6 +12,12 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 EXAMPLE_QUESTION = "虹桥国际开放枢纽包括哪些区域？"
+# The seed sentence the /api/ask response example quotes (document 003-1).
+EXAMPLE_AREA_SENTENCE = (
+    "商务区全域环绕虹桥综合交通枢纽，包含长宁区（新泾镇、程家桥街道）、闵"
+    "行区（新虹街道、华漕镇、七宝镇部分）、青浦区（徐泾镇、华新镇部分）、"
+    "嘉定区（江桥镇、真新街道部分）四区街镇，面积 151.4 平方公里。"
+)
 MAX_DOCUMENT_FILTER = 50  # more ids than any corpus we serve has documents
 
 
@@ -118,7 +124,37 @@ class CitationOut(BaseModel):
 class AskResponse(BaseModel):
     """The answer: `Answer.to_dict()` of the QA layer."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(
+        extra="allow",
+        json_schema_extra={
+            "examples": [
+                {
+                    "answer": EXAMPLE_AREA_SENTENCE,
+                    "answered": True,
+                    "query": "虹桥商务区面积多大？",
+                    "citations": [
+                        {
+                            "title": "虹桥国际中央商务区产业发展规划",
+                            "section": "一、发展基础",
+                            "quote": EXAMPLE_AREA_SENTENCE,
+                            "source_file": "003_acd3c122fbf1e800.txt",
+                            "doc_id": "003-1",
+                            "chunk_id": "999e86619fb610f1",
+                            "score": 0.91,
+                            "highlights": [[91, 101]],
+                            "note": None,
+                        }
+                    ],
+                    "passages": [],
+                    "span": "151.4 平方公里",
+                    "latency_ms": 14.2,
+                    "notice": None,
+                    "confidence": 0.93,
+                    "confidence_label": "高",
+                }
+            ]
+        },
+    )
 
     answer: str = Field(
         description="答案（摘自文档）；未找到时为中文说明。The extracted answer, or a Chinese "
@@ -135,11 +171,28 @@ class AskResponse(BaseModel):
         "listed when refused."
     )
     span: str | None = Field(
-        default=None, description="答案中更精确的片段（如所问的数字）。A tighter extract."
+        default=None,
+        description="答案中更精确的片段（如所问的数字），位于 answer 和 citations[0].quote 之中，"
+        "其位置见 citations[0].highlights。The short answer inside `answer` and the first "
+        "citation's quote, where `highlights` marks it.",
+        examples=["151.4 平方公里"],
     )
     latency_ms: float = Field(description="处理耗时（毫秒）。Time spent answering, ms.")
     notice: str | None = Field(
         default=None, description="关于输入的提示。A message about the input itself."
+    )
+    confidence: float = Field(
+        ge=0.0,
+        le=1.0,
+        description="置信度（0 到 1）：阅读模型判断所引段落回答了问题的概率；拒答时为最接近段落的"
+        "概率。The reader's probability that the cited passage answers the question; for a "
+        "refusal, that of the closest passage.",
+        examples=[0.93],
+    )
+    confidence_label: str = Field(
+        description="置信度等级：高、中或低，供用户阅读。The confidence as users read it: "
+        "高 (high), 中 (medium) or 低 (low).",
+        examples=["高"],
     )
 
 

@@ -1,0 +1,95 @@
+"""The reader on DRCD (Shao et al. 2018, CC BY-SA 3.0), given the gold paragraph.
+
+DRCD is traditional Chinese; paragraphs, questions and answers are converted with OpenCC
+`t2s` (answers re-found after conversion), as for training. The test split is never
+trained on. EM and F1 are the official CMRC 2018 definitions (`eval.metrics`); the
+reader's best span is scored whatever its probability, and the share of questions it
+would refuse at the configured threshold is reported beside.
+
+    python -m eval.drcd                       # the shipped reader on DRCD test
+    python -m eval.drcd --model var/reader-train/final --no-int8
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from eval.metrics import char_f1, exact_match
+from qa.reader import SHIPPED_READER, SpanReader
+from qa.reader_data import ReadingExample, load_drcd
+
+BERT_BASELINE_F1 = 89.59  # the authors' BERT baseline on DRCD test (paper)
+REPORTS_DIR = Path(__file__).resolve().parent / "reports"
+
+
+def drcd_path(settings, split: str) -> Path:
+    return settings.cmrc_path.parent.parent / "drcd" / f"DRCD_{split}.json"
+
+
+def evaluate(
+    reader: SpanReader, examples: Sequence[ReadingExample], threshold: float, batch: int = 16
+) -> dict:
+    """EM, F1 (percent) and the refusal share of `reader` on `examples`."""
+    em = f1 = refused = 0.0
+    started = time.perf_counter()
+    for start in range(0, len(examples), batch):
+        group = examples[start : start + batch]
+        readings = reader.read_pairs([e.question for e in group], [e.context for e in group])
+        for example, reading in zip(group, readings):
+            golds = [text for text, _ in example.answers]
+            em += exact_match(reading.text, golds)
+            f1 += char_f1(reading.text, golds)
+            refused += reading.probability < threshold
+    count = max(len(examples), 1)
+    return {
+        "questions": len(examples),
+        "em": round(100 * em / count, 2),
+        "f1": round(100 * f1 / count, 2),
+        "refused_share": round(refused / count, 4),
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    import argparse
+
+    from corpus.settings import Settings
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=Path, default=SHIPPED_READER)
+    parser.add_argument("--split", default="test", choices=["test", "dev"])
+    parser.add_argument("--limit", type=int, default=None)
+    parser.add_argument("--no-int8", action="store_true", help="run the linear layers in fp32")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args(argv)
+    settings = Settings()
+    path = drcd_path(settings, args.split)
+    if not path.exists():
+        print(f"DRCD not found at {path}; skipped.")
+        return
+    examples = load_drcd(path)[: args.limit]
+    reader = SpanReader(args.model, int8=not args.no_int8)
+    result = evaluate(reader, examples, settings.refusal_threshold)
+    result.update(
+        {
+            "split": args.split,
+            "model": str(args.model),
+            "int8": not args.no_int8,
+            "bert_baseline_f1": BERT_BASELINE_F1,
+        }
+    )
+    print(
+        f"DRCD {args.split}: {result['questions']} questions, EM {result['em']:.2f}, F1 {result['f1']:.2f} "
+        f"(BERT baseline F1 {BERT_BASELINE_F1}); refused at {settings.refusal_threshold}: "
+        f"{result['refused_share']:.1%}; {result['seconds']} s"
+    )
+    out = args.out or REPORTS_DIR / f"drcd-{args.split}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()

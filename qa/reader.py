@@ -1,0 +1,166 @@
+"""The reader: question + passages in, an answer span and the probability that the passage
+answers, per passage (span extraction with a no-answer option, as in SQuAD 2.0).
+
+The model is the e5 encoder fine-tuned by `qa.reader_train` with a start/end head; a
+window that does not hold the answer points both ends at <s>. For a passage, the best span
+over its windows is compared with the no-answer score: within one window both are products
+of the same two softmaxes, so `sigmoid(span score - null score)` is the model's probability
+of the span against "no answer" (`Reading.probability`).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+SHIPPED_READER = Path(__file__).resolve().parent / "reader_model"
+
+
+@dataclass(frozen=True)
+class Reading:
+    """The reader's answer in one passage: [start, end) character offsets into it."""
+
+    start: int
+    end: int
+    text: str
+    probability: float
+    passage: int  # index into the passages read
+
+
+@runtime_checkable
+class Reader(Protocol):
+    def read(self, question: str, passages: Sequence[str]) -> list[Reading]:
+        """One `Reading` per passage, in the order given."""
+        ...
+
+
+class ReaderError(RuntimeError):
+    """The reader model cannot be loaded."""
+
+
+class SpanReader:
+    """A transformers question-answering model read on the CPU. Thread-safe: calls are
+    serialised (one forward pass already uses every core)."""
+
+    def __init__(
+        self,
+        model_dir: Path = SHIPPED_READER,
+        *,
+        max_length: int = 256,
+        stride: int = 96,
+        max_question_chars: int = 64,
+        max_answer_tokens: int = 64,
+        n_best: int = 20,
+        threads: int | None = None,
+        int8: bool = True,
+    ) -> None:
+        import torch
+
+        from qa.reader_pack import load_reader_model
+
+        if threads:
+            torch.set_num_threads(int(threads))
+        model_dir = Path(model_dir)
+        try:
+            self.model, self.tokenizer = load_reader_model(model_dir, int8=int8)
+        except (OSError, ValueError, KeyError) as error:
+            raise ReaderError(f"无法加载阅读模型 / cannot load the reader from {model_dir}: {error}") from None
+        self.model_dir = model_dir
+        self.max_length = max_length
+        self.stride = stride
+        self.max_question_chars = max_question_chars
+        self.max_answer_tokens = max_answer_tokens
+        self.n_best = n_best
+        self._torch = torch
+        self._lock = threading.Lock()
+
+    def read(self, question: str, passages: Sequence[str]) -> list[Reading]:
+        passages = list(passages)
+        return self.read_pairs([question] * len(passages), passages)
+
+    def read_pairs(self, questions: Sequence[str], passages: Sequence[str]) -> list[Reading]:
+        """One `Reading` per (question, passage) pair, read in one batch; `Reading.passage`
+        is the pair's index."""
+        passages = list(passages)
+        if not passages:
+            return []
+        torch = self._torch
+        encoded = self.tokenizer(
+            [question[: self.max_question_chars] for question in questions],
+            passages,
+            truncation="only_second",
+            max_length=self.max_length,
+            stride=self.stride,
+            return_overflowing_tokens=True,
+            return_offsets_mapping=True,
+            padding=True,
+            return_tensors="pt",
+        )
+        with self._lock, torch.inference_mode():
+            output = self.model(input_ids=encoded["input_ids"], attention_mask=encoded["attention_mask"])
+        starts = output.start_logits.float().numpy()
+        ends = output.end_logits.float().numpy()
+        offsets = encoded["offset_mapping"].numpy()
+        owners = encoded["overflow_to_sample_mapping"].numpy()
+        best: dict[int, tuple[float, int, int]] = {}
+        null: dict[int, float] = {}
+        for window in range(len(owners)):
+            passage = int(owners[window])
+            context = np.array([sequence == 1 for sequence in encoded.sequence_ids(window)])
+            null_score = float(starts[window, 0] + ends[window, 0])
+            null[passage] = min(null.get(passage, math.inf), null_score)
+            span = self._best_span(starts[window], ends[window], context)
+            if span is None:
+                continue
+            score, first, last = span
+            if passage not in best or score > best[passage][0]:
+                char_start, char_end = int(offsets[window, first, 0]), int(offsets[window, last, 1])
+                best[passage] = (score, char_start, char_end)
+        readings = []
+        for passage, text in enumerate(passages):
+            if passage not in best:
+                readings.append(Reading(0, 0, "", 0.0, passage))
+                continue
+            score, char_start, char_end = best[passage]
+            char_start, char_end = _trim(text, char_start, char_end)
+            probability = 1.0 / (1.0 + math.exp(-(score - null[passage])))
+            readings.append(Reading(char_start, char_end, text[char_start:char_end], probability, passage))
+        return readings
+
+    def _best_span(self, starts: np.ndarray, ends: np.ndarray, context: np.ndarray):
+        """The highest start+end score over spans inside the context, at most
+        `max_answer_tokens` long: (score, first token, last token) or None."""
+        masked_starts = np.where(context, starts, -np.inf)
+        masked_ends = np.where(context, ends, -np.inf)
+        start_candidates = np.argsort(masked_starts)[::-1][: self.n_best]
+        end_candidates = np.argsort(masked_ends)[::-1][: self.n_best]
+        best = None
+        for first in start_candidates:
+            if not context[first]:
+                continue
+            for last in end_candidates:
+                if not context[last] or last < first or last - first + 1 > self.max_answer_tokens:
+                    continue
+                score = float(starts[first] + ends[last])
+                if best is None or score > best[0]:
+                    best = (score, int(first), int(last))
+        return best
+
+
+_TRIM = " \t\r\n\u3000，。；：、,.;:"
+
+
+def _trim(text: str, start: int, end: int) -> tuple[int, int]:
+    """Drop the spaces and separating punctuation a token span may carry at its edges (the
+    metaspace token of a leading character covers the character before it)."""
+    while start < end and text[start] in _TRIM:
+        start += 1
+    while end > start and text[end - 1] in _TRIM:
+        end -= 1
+    return start, end

@@ -1,0 +1,162 @@
+"""What every way in shows alike (`ui.render`): the span marked in the answer, the
+confidence line and the example questions; and how the chat page, the CLI and the bots use
+them, on answers made here (no index needed)."""
+
+from __future__ import annotations
+
+import html
+import json
+import logging
+
+import pytest
+
+from qa.models import Answer, Citation
+from ui import render
+from ui.bots import format_answer_text
+from ui.chat import render_answer
+from ui.cli_qa import TERMINAL_BOLD, format_answer
+from ui.openai_compat import answer_content
+
+SENTENCE = "商务区全域环绕虹桥综合交通枢纽，面积 151.4 平方公里。"
+SPAN = "151.4 平方公里"
+
+
+def make_answer(span: str | None = SPAN, confidence: float = 0.93, **changes) -> Answer:
+    start = SENTENCE.index(SPAN)
+    citation = Citation(
+        title="虹桥国际中央商务区产业发展规划",
+        section="一、发展基础",
+        quote=SENTENCE,
+        source_file="003_acd3c122fbf1e800.txt",
+        doc_id="003-1",
+        chunk_id="aaaa000011112222",
+        score=0.9,
+        highlights=((start, start + len(SPAN)),) if span else (),
+    )
+    fields = dict(
+        answer=SENTENCE, answered=True, query="虹桥商务区面积多大？", question="虹桥商务区面积多大？",
+        citations=(citation,), passages=(citation,), span=span, confidence=confidence,
+    )
+    return Answer(**{**fields, **changes})
+
+
+def refused_answer() -> Answer:
+    return make_answer(span=None, confidence=0.12, answer="知识库中没有找到与该问题直接相关的内容。",
+                       answered=False, citations=())
+
+
+# --- the helpers --------------------------------------------------------------------------
+
+
+def test_mark_span_wraps_the_first_occurrence_and_escapes_the_rest():
+    assert render.mark_span("面积 151.4 平方公里。", SPAN, "【", "】") == "面积 【151.4 平方公里】。"
+    assert render.mark_span("2025年和2025年", "2025年", "**", "**") == "**2025年**和2025年"
+    marked = render.mark_span("<b>甲</b>乙<丙>", "乙<丙>", "<mark>", "</mark>", html.escape)
+    assert marked == "&lt;b&gt;甲&lt;/b&gt;<mark>乙&lt;丙&gt;</mark>"
+
+
+@pytest.mark.parametrize("span", [None, "", "  ", "不在文中"])
+def test_mark_span_leaves_the_text_unchanged_without_a_span_it_contains(span):
+    assert render.mark_span("面积 151.4 平方公里。", span, "【", "】") == "面积 151.4 平方公里。"
+    assert render.mark_span("<甲>", span, "<mark>", "</mark>", html.escape) == "&lt;甲&gt;"
+
+
+def test_confidence_text_reads_label_then_probability():
+    assert render.confidence_text(0.93) == "置信度：高（0.93）"
+    assert render.confidence_text(0.5) == "置信度：中（0.50）"
+    assert render.confidence_text(0.126) == "置信度：低（0.13）"
+    assert render.confidence_text(0.7999, "高") == "置信度：高（0.80）"  # the label as sent wins
+
+
+def test_example_questions_come_from_the_shipped_file():
+    shipped = json.loads(render.EXAMPLES_PATH.read_text(encoding="utf-8"))["questions"]
+    assert render.example_questions() == tuple(shipped)
+    assert len(shipped) >= 3
+
+
+def test_example_questions_load_from_a_given_file(tmp_path):
+    path = tmp_path / "examples.json"
+    path.write_text(json.dumps({"questions": ["甲是什么？", " ", "乙有哪些？"]}), encoding="utf-8")
+    assert render.example_questions(path) == ("甲是什么？", "乙有哪些？")
+
+
+@pytest.mark.parametrize(
+    "content", [None, "{not json", '["甲是什么？"]', '{"questions": "甲是什么？"}', '{"questions": [1]}']
+)
+def test_a_missing_or_broken_examples_file_gives_no_examples_and_a_warning(tmp_path, caplog, content):
+    path = tmp_path / "examples.json"
+    if content is not None:
+        path.write_text(content, encoding="utf-8")
+    with caplog.at_level(logging.WARNING, logger="ui.render"):
+        assert render.example_questions(path) == ()
+    assert "example questions" in caplog.text and str(path) in caplog.text
+
+
+# --- the channels -------------------------------------------------------------------------
+
+
+def test_chat_bubble_marks_the_span_and_shows_the_confidence():
+    answer = make_answer(answer="<b>" + SENTENCE)
+    message = render_answer(answer.to_dict(), answer.question)
+    assert "&lt;b&gt;商务区全域环绕虹桥综合交通枢纽，面积 <mark>151.4 平方公里</mark>。" in message
+    assert '<div class="pqa-confidence">置信度：高（0.93）</div>' in message
+    assert message.count("<mark>") == 2  # the answer and its citation's quote
+
+
+def test_chat_bubble_without_a_span_marks_nothing_and_refusals_show_no_confidence():
+    plain = render_answer(make_answer(span=None, confidence=0.0).to_dict(), "问")
+    assert "<mark>" not in plain and "置信度：低（0.00）" in plain
+    refused = render_answer(refused_answer().to_dict(), "问")
+    assert "置信度" not in refused and "未在文档中找到答案" in refused
+
+
+def test_cli_marks_the_span_with_brackets_or_terminal_bold():
+    answer = make_answer()
+    text = format_answer(answer)
+    lines = text.splitlines()
+    assert lines[0] == "商务区全域环绕虹桥综合交通枢纽，面积 【151.4 平方公里】。"
+    assert lines[1] == "置信度：高（0.93）"
+    bold_on, bold_off = TERMINAL_BOLD
+    assert f"{bold_on}151.4 平方公里{bold_off}" in format_answer(answer, bold=True)
+    assert format_answer(make_answer(span=None)).splitlines()[0] == SENTENCE
+    assert "置信度" not in format_answer(refused_answer())
+
+
+def test_bot_text_marks_the_span_and_adds_the_confidence_line():
+    content = format_answer_text(make_answer())
+    body, _, sources = content.partition("\n\n出处：\n")
+    assert body == "商务区全域环绕虹桥综合交通枢纽，面积 【151.4 平方公里】。\n置信度：高（0.93）"
+    assert sources == "《虹桥国际中央商务区产业发展规划》一、发展基础"
+    assert "置信度" not in format_answer_text(refused_answer())
+
+
+def test_bot_text_with_a_span_still_fits_the_wechat_limit():
+    long_text = SENTENCE * 60  # about 4,800 bytes
+    content = format_answer_text(make_answer(answer=long_text))
+    assert len(content.encode("utf-8")) <= 2048
+    body, _, sources = content.partition("\n\n出处：\n")
+    answer_part, _, confidence = body.rpartition("\n")
+    assert confidence == "置信度：高（0.93）" and sources
+    assert answer_part.count("【") == answer_part.count("】") == 1
+    assert long_text.startswith(answer_part.replace("【", "").replace("】", ""))
+    assert answer_part.endswith("。")
+
+
+def test_bot_text_never_leaves_a_span_half_marked_at_the_cut():
+    # A list span holds a clause end, the last one within the limit: the cut falls inside
+    # the span, which is then left unmarked rather than opened and never closed.
+    text = "甲" * 590 + "乙乙；丙丙" + "丁" * 400
+    content = format_answer_text(make_answer(answer=text, span="乙乙；丙丙"), max_bytes=1900)
+    assert content.startswith("甲" * 590 + "乙乙；\n置信度")
+    assert "【" not in content and "】" not in content
+    assert len(content.encode("utf-8")) <= 1900
+
+
+def test_openai_reply_puts_the_span_in_markdown_bold_with_the_confidence():
+    content = answer_content(make_answer())
+    lines = content.splitlines()
+    assert lines[0] == "商务区全域环绕虹桥综合交通枢纽，面积 **151.4 平方公里**。"
+    assert lines[1] == "置信度：高（0.93）"
+    assert lines[-1] == "[1] 《虹桥国际中央商务区产业发展规划》 一、发展基础"
+    refused = answer_content(refused_answer())
+    assert "置信度" not in refused and "**" not in refused
