@@ -68,6 +68,9 @@ class Settings(BaseSettings):
     list_enumeration: bool = Field(True, description="哪些 questions quote the whole enumeration")
     table_rows: bool = Field(True, description="a table row is quoted whole")
     compound_questions: bool = Field(True, description="compound questions are read part by part")
+    reader_early_exit: float = Field(
+        0.0, ge=0.0, le=1.0, description="the top passage alone answers at this probability; 0 reads all"
+    )
     max_answer_sentences: int = Field(3, ge=1, le=10)
     max_question_chars: int = Field(500, ge=10)
     max_history_turns: int = Field(10, ge=0)

@@ -223,7 +223,7 @@ def train(settings: Settings, out_dir: Path, config: TrainConfig | None = None) 
     random.seed(config.seed)
     torch.manual_seed(config.seed)
 
-    base = ensure_model_dir(settings.data_dir)
+    base = ensure_model_dir(settings.cache_dir)
     tokenizer = AutoTokenizer.from_pretrained(str(base))
     features_path = out_dir / "features.pt"
     if features_path.exists():
@@ -346,7 +346,7 @@ def export_checkpoint(settings: Settings, out_dir: Path, target: Path) -> Path:
 
     from index.e5_convert import ensure_model_dir
 
-    base = ensure_model_dir(settings.data_dir)
+    base = ensure_model_dir(settings.cache_dir)
     model = AutoModelForQuestionAnswering.from_pretrained(str(base))
     checkpoint = torch.load(Path(out_dir) / "checkpoint.pt", weights_only=False)
     model.load_state_dict(checkpoint["model"], strict=False)
@@ -369,13 +369,13 @@ def vocabulary_texts(settings: Settings) -> list[str]:
     return texts
 
 
-def pack_reader(settings: Settings, trained_dir: Path, out_dir: Path) -> dict:
-    """Prune, quantise and write the shippable reader with its model card."""
+def pack_reader(settings: Settings, trained_dir: Path, out_dir: Path, quantise: bool = True) -> dict:
+    """Prune, quantise and write the shippable reader."""
     from qa.reader_pack import pack
 
     trained_dir = Path(trained_dir)
     extra = [trained_dir / "training.json"] if (trained_dir / "training.json").exists() else []
-    figures = pack(trained_dir, out_dir, vocabulary_texts(settings), extra_files=extra)
+    figures = pack(trained_dir, out_dir, vocabulary_texts(settings), extra_files=extra, quantise=quantise)
     logger.info("packed reader: %s", figures)
     return figures
 

@@ -98,7 +98,8 @@ def embed_with_cache(
         if key not in known:
             missing.setdefault(key, text)
     cached = len(set(keys)) - len(missing)
-    pending = list(missing.items())
+    # Similar lengths batch together: less padding for an embedder that pads a batch.
+    pending = sorted(missing.items(), key=lambda item: len(item[1]))
     bar = None
     if progress and pending:
         from tqdm import tqdm

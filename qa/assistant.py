@@ -83,6 +83,7 @@ class Assistant:
                 table_rows=settings.table_rows,
                 compound_questions=settings.compound_questions,
                 second_passage_ratio=settings.second_passage_ratio,
+                early_exit=settings.reader_early_exit,
             ),
         )
         self._documents = {document.doc_id: document for document in index.documents}
@@ -140,7 +141,7 @@ class Assistant:
 
         resolved = resolve(question, history)
         hits = self.retriever.run(resolved.query, top_k, doc_ids)
-        extract = self.answerer.extract(question, resolved.query, hits)
+        extract = self.answerer.extract(question, resolved.reader_question, hits)
         verified = tuple(s for s in extract.sentences if self._verbatim(s))
         if verified != extract.sentences:
             logger.error("dropped answer sentences that are not verbatim in their source")

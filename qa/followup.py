@@ -32,8 +32,72 @@ _MIN_STANDALONE_CHARS = 4
 @dataclass(frozen=True)
 class ResolvedQuestion:
     query: str  # what retrieval sees (and what the API returns as `query`)
-    focus: str  # the user's own latest words, for weighting the answer step
+    focus: str  # the user's own latest words
     rewritten: bool
+    # What the reader sees: a whole question in the user's words where the follow-up can be
+    # put back into the earlier question ("那它涉及哪几个区？" after a question about 虹桥国际
+    # 中央商务区 -> "虹桥国际中央商务区涉及哪几个区？"), else the retrieval query.
+    reader_question: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.reader_question:
+            object.__setattr__(self, "reader_question", self.query)
+
+
+# Where a question's subject ends: the first particle, verb or question word after it.
+_SUBJECT_END = re.compile(r"的|在|是|有|包括|涉及|位于|叫|什么|哪|多少|几|如何|怎么|怎样|何时|将|要|对|能|可以|办|举办")
+_NAME_FLAGS = ("ns", "nr", "nt")  # places, people, organisations
+
+
+def subject_of(question: str) -> str:
+    """The leading noun phrase of a question: "虹桥国际中央商务区的规划面积是多少？" ->
+    "虹桥国际中央商务区"."""
+    text = _LEAD_IN.sub("", question.strip())
+    for match in _SUBJECT_END.finditer(text):
+        if match.start() >= 2:
+            return text[: match.start()]
+    return topic_of(text)
+
+
+def _names(text: str) -> list[tuple[str, str]]:
+    import jieba.posseg
+
+    return [(pair.word, pair.flag) for pair in jieba.posseg.cut(text) if pair.flag in _NAME_FLAGS]
+
+
+def _put_back(base: str, followup: str) -> str | None:
+    """The earlier whole question `base` asked again with what the follow-up changes, or
+    None when the rules cannot tell."""
+    own = _LEAD_IN.sub("", followup.strip())
+    subject = subject_of(base)
+    anaphor = _ANAPHORA.search(own)
+    if anaphor:
+        rest = own[anaphor.end() :]
+        # "这个产业园" after "…国际会展产业园…": the pointer and the repeated noun are the subject
+        overlap = next((k for k in range(min(len(rest), len(subject)), 0, -1) if subject.endswith(rest[:k])), 0)
+        return _as_question(own[: anaphor.start()] + subject + rest[overlap:])
+    rewritten = base
+    new_year = _YEAR.search(own)
+    if new_year:
+        rewritten = _YEAR.sub(new_year.group(0), rewritten)
+    replaced = False
+    # a name of the same kind is swapped, never one inside the subject (虹桥 of 虹桥国际开放枢纽)
+    base_names = [(name, flag) for name, flag in _names(rewritten) if name not in subject or name == subject]
+    for word, flag in _names(own):
+        old = next((name for name, name_flag in base_names if name_flag == flag and name != word), None)
+        if old:
+            rewritten, replaced = rewritten.replace(old, word, 1), True
+    if new_year or replaced:
+        return rewritten
+    words = topic_of(_ELLIPSIS_END.sub("", own))
+    if _ELLIPSIS_END.search(own) and words:  # "面积呢？": the same subject, another attribute
+        return f"{subject}的{words}是什么？"
+    return None
+
+
+def _as_question(text: str) -> str:
+    """An elliptical "…的面积呢？" asked as a whole question for the reader."""
+    return _ELLIPSIS_END.sub("是什么？", text) if _ELLIPSIS_END.search(text) else text
 
 
 def topic_of(question: str) -> str:
@@ -71,4 +135,12 @@ def resolve(question: str, history: Sequence[str]) -> ResolvedQuestion:
     if new_year:
         context = [_YEAR.sub(new_year.group(0), part) for part in context]
     query = " ".join([*context, own_words]).strip()
-    return ResolvedQuestion(query=query, focus=own_words or question, rewritten=True)
+    # The reader's question: the last self-contained question, with each later follow-up
+    # put back into it in turn.
+    start = len(previous) - len(context)
+    whole: str | None = _LEAD_IN.sub("", previous[start])
+    for turn in [*previous[start + 1 :], question]:
+        whole = _put_back(whole, turn) if whole else None
+    return ResolvedQuestion(
+        query=query, focus=own_words or question, rewritten=True, reader_question=whole or query
+    )

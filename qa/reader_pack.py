@@ -98,8 +98,11 @@ def quantise_rows(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return quantised, scale
 
 
-def pack(trained_dir: Path, out_dir: Path, texts: Iterable[str], extra_files: Iterable[Path] = ()) -> dict:
-    """Write the shippable reader to `out_dir`; returns its size figures."""
+def pack(
+    trained_dir: Path, out_dir: Path, texts: Iterable[str], extra_files: Iterable[Path] = (), quantise: bool = True
+) -> dict:
+    """Write the shippable reader to `out_dir`; returns its size figures. `quantise=False`
+    keeps the matrices in fp16 (over the size budget: for measuring what int8 costs)."""
     import torch
     from safetensors.numpy import save_file
     from tokenizers import Tokenizer
@@ -115,7 +118,7 @@ def pack(trained_dir: Path, out_dir: Path, texts: Iterable[str], extra_files: It
 
     tensors: dict[str, np.ndarray] = {}
     for name, value in sorted(state.items()):
-        if value.ndim == 2 and "position_embeddings" not in name and "token_type" not in name and "qa_outputs" not in name:
+        if quantise and value.ndim == 2 and "position_embeddings" not in name and "token_type" not in name and "qa_outputs" not in name:
             quantised, scale = quantise_rows(value.astype(np.float32))
             tensors[name + QUANTISED_SUFFIX] = quantised
             tensors[name + SCALE_SUFFIX] = scale

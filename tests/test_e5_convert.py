@@ -25,7 +25,7 @@ MIXED = [
 def model_dir():
     from index.e5_convert import ensure_model_dir
 
-    return ensure_model_dir(PROJECT_ROOT / "var")
+    return ensure_model_dir(PROJECT_ROOT / "var" / "cache")
 
 
 @pytest.fixture(scope="module")

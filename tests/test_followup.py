@@ -65,3 +65,24 @@ def test_followup_without_history_is_unchanged():
 )
 def test_question_kind_cues(question, kind):
     assert classify(question) is kind
+
+
+@pytest.mark.parametrize(
+    ("question", "history", "whole"),
+    [
+        ("那它涉及哪几个区？", ["虹桥国际中央商务区的规划面积是多少？"], "虹桥国际中央商务区涉及哪几个区？"),
+        ("浙江的呢？", ["虹桥国际开放枢纽在江苏包括哪些地方？"], "虹桥国际开放枢纽在浙江包括哪些地方？"),
+        ("2035年呢？", ["到2025年虹桥国际开放枢纽要达到什么目标？"], "到2035年虹桥国际开放枢纽要达到什么目标？"),
+        ("这个产业园在哪个区？", ["上海第一个国际会展产业园叫什么？"], "上海第一个国际会展产业园在哪个区？"),
+        ("那它的面积呢？", ["虹桥国际中央商务区在哪里？"], "虹桥国际中央商务区的面积是什么？"),
+        ("面积呢？", ["江苏有哪些地区纳入虹桥国际开放枢纽？", "浙江的呢？"], "浙江的面积是什么？"),
+    ],
+)
+def test_reader_sees_the_followup_put_back_into_the_earlier_question(question, history, whole):
+    resolved = resolve(question, history)
+    assert resolved.reader_question == whole
+    assert resolved.query != whole  # retrieval keeps its keyword query
+
+
+def test_reader_question_of_a_plain_question_is_the_question():
+    assert resolve("虹桥商务区的面积是多少？", []).reader_question == "虹桥商务区的面积是多少？"

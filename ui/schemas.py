@@ -224,6 +224,14 @@ class DocumentOutline(DocumentSummary):
     )
 
 
+class FeedbackAnswer(AskResponse):
+    """An answer as a client sends it back with feedback: one saved before the reader's
+    confidence existed is still accepted."""
+
+    confidence: float = Field(default=0.0, ge=0.0, le=1.0, description="置信度（0 到 1）。Confidence.")
+    confidence_label: str = Field(default="低", description="置信度等级。Confidence label.")
+
+
 class FeedbackRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -234,7 +242,7 @@ class FeedbackRequest(BaseModel):
     history: list[str] = Field(
         default_factory=list, max_length=50, description="此前的问题。Earlier questions."
     )
-    answer: AskResponse = Field(description="POST /api/ask 返回的答案。The answer as returned.")
+    answer: FeedbackAnswer = Field(description="POST /api/ask 返回的答案。The answer as returned.")
     comment: str | None = Field(default=None, max_length=2000, description="备注。Free text.")
 
     @field_validator("question", "comment")

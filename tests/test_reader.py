@@ -1,0 +1,71 @@
+"""The shipped reader: loads from the repository, fits the size budget, and reads known
+questions from DRCD test (never trained on) and the seed documents right: a known span and
+a known refusal."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from corpus.settings import PROJECT_ROOT
+from qa.reader import SHIPPED_READER, Reader, SpanReader
+
+DRCD_TEST = PROJECT_ROOT.parent / "shared" / "data" / "drcd" / "DRCD_test.json"
+
+
+@pytest.fixture(scope="module")
+def reader() -> SpanReader:
+    return SpanReader()
+
+
+def test_shipped_reader_fits_in_40_mb_and_has_a_model_card():
+    size = sum(path.stat().st_size for path in SHIPPED_READER.iterdir())
+    assert size <= 40 * 1024 * 1024
+    card = (SHIPPED_READER / "MODEL_CARD.md").read_text(encoding="utf-8")
+    for needed in ("MIT", "CC BY-SA", "policyqa train-reader", "sha256"):
+        assert needed in card
+    training = json.loads((SHIPPED_READER / "training.json").read_text(encoding="utf-8"))
+    assert not any("test" in path.lower() for path in training["files"] if "drcd" in path.lower())
+
+
+def test_reader_is_a_reader(reader):
+    assert isinstance(reader, Reader)
+
+
+def test_seed_passage_gives_the_figure(reader):
+    passage = (
+        "虹桥国际中央商务区位于上海市西部，总面积151.4平方公里，涉及闵行、长宁、青浦、嘉定四个区。"
+        "其中，虹桥商务区规划面积86.6平方公里。"
+    )
+    reading = reader.read("虹桥国际中央商务区的总面积是多少？", [passage])[0]
+    assert "151.4平方公里" in reading.text and len(reading.text) <= 20
+    assert passage[reading.start : reading.end] == reading.text
+    assert reading.probability >= 0.5
+
+
+def test_seed_question_about_something_the_passage_lacks_is_refused(reader):
+    passage = "青浦区围绕会展经济，与国家会展中心联合共建“虹桥国际会展产业园”。作为全市首个国际会展产业园，2021年上半年累计举办展览 23个。"
+    reading = reader.read("北京大兴机场的年旅客吞吐量是多少？", [passage])[0]
+    assert reading.probability < 0.5
+
+
+@pytest.mark.skipif(not DRCD_TEST.exists(), reason="DRCD not in ../shared/data")
+def test_drcd_test_questions(reader):
+    from qa.reader_data import load_drcd
+
+    examples = {example.qid: example for example in load_drcd(DRCD_TEST)}
+    known = examples[KNOWN_SPAN_QID]
+    reading = reader.read(known.question, [known.context])[0]
+    assert reading.text in {text for text, _ in known.answers}
+    assert reading.probability >= 0.5
+    # the same question over another article's paragraph: not answered there
+    other = examples[KNOWN_REFUSAL_CONTEXT_QID]
+    assert reader.read(known.question, [other.context])[0].probability < 0.5
+
+
+def test_readings_come_back_one_per_passage_in_order(reader):
+    passages = ["长宁区围绕临空经济、数字经济，大力培育进口贸易和促进平台。", "", "嘉定区加快布局数字化产业。"]
+    readings = reader.read("长宁区围绕什么发展？", passages)
+    assert [reading.passage for reading in readings] == [0, 1, 2]
+    assert readings[1].text == ""

@@ -1,0 +1,64 @@
+"""The training command on a tiny budget (CI never trains for real): the data it builds,
+a resumable run, and packing into a loadable reader."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from corpus.settings import PROJECT_ROOT
+
+SHARED = PROJECT_ROOT.parent / "shared" / "data"
+needs_data = pytest.mark.skipif(
+    not (SHARED / "cmrc2018" / "cmrc2018_dev.json").exists() or not (SHARED / "drcd" / "DRCD_dev.json").exists(),
+    reason="reading-comprehension data not in ../shared/data",
+)
+
+
+def test_drcd_is_converted_to_simplified_and_answers_refound():
+    from qa.reader_data import load_drcd
+
+    examples = load_drcd(SHARED / "drcd" / "DRCD_dev.json") if (SHARED / "drcd").exists() else []
+    if not examples:
+        pytest.skip("DRCD not available")
+    assert len(examples) > 3400
+    for example in examples[:500]:
+        for text, start in example.answers:
+            assert example.context[start : start + len(text)] == text
+    assert "臺灣" not in "".join(example.context for example in examples[:200])
+
+
+def test_covering_span_finds_keywords_across_line_breaks():
+    from qa.reader_data import covering_span
+
+    context = "序言。应聚焦制度和资源\n优势，发展离岸贸易、总部经济等新业态。其他"
+    text, start = covering_span(context, ["聚焦制度和资源优势", "总部经济"])
+    assert context[start : start + len(text)] == text
+    assert text.startswith("聚焦") and text.endswith("总部经济")
+    assert covering_span(context, ["不存在的词"]) is None
+
+
+@needs_data
+def test_training_runs_resumes_and_packs(tmp_path, seed_index_dir, seed_settings):
+    from eval.train_reader import TrainConfig, pack_reader, train
+    from qa.reader import SpanReader
+
+    config = TrainConfig(max_features=32, batch_size=8, checkpoint_every=2, seed=3)
+    work = tmp_path / "run"
+    final = train(seed_settings, work, config)
+    training = json.loads((final / "training.json").read_text(encoding="utf-8"))
+    assert training["features"] == 32 and training["steps"] == 4
+    assert all("test" not in path.lower() for path in training["files"])
+    assert sum(training["counts"].values()) == 32
+    # a second call finds the finished checkpoint and trains no further step
+    checkpoint = (work / "checkpoint.pt").stat().st_mtime_ns
+    train(seed_settings, work, config)
+    assert json.loads((final / "training.json").read_text(encoding="utf-8"))["steps"] == 4
+    assert (work / "checkpoint.pt").stat().st_mtime_ns >= checkpoint
+
+    figures = pack_reader(seed_settings, final, tmp_path / "packed")
+    assert figures["vocabulary"] < figures["full_vocabulary"] / 5
+    reader = SpanReader(tmp_path / "packed")
+    reading = reader.read("虹桥商务区面积多大？", ["虹桥商务区规划面积86.6平方公里。"])[0]
+    assert 0.0 <= reading.probability <= 1.0
