@@ -8,8 +8,9 @@ with its catalogue entry beside it (the loader skips hidden folders).
 
 Every change is checked before the corpus is touched: the file is loaded from a temporary
 copy first, so a corrupt, empty, scanned or unsupported file changes nothing. Files and the
-catalogue are replaced atomically (temp file + rename), and one lock file serialises writers
-across processes (the CLI and the server may both change the corpus).
+catalogue are replaced atomically (temp file + rename, then the directory synced so that the
+rename survives a crash), and one lock file serialises writers across processes (the CLI and
+the server may both change the corpus).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from corpus.loaders import (
     Catalogue,
     CorpusLoad,
     DocumentLoadError,
+    DocumentTooLargeError,
     load_corpus,
     load_file,
 )
@@ -43,6 +45,10 @@ from corpus.text import fold
 # but are flagged next to citations and left out of in-force-only answers.
 STATUSES = ("in force", "superseded", "expired", "excerpt", "research/opinion", "draft")
 REMOVED_DIR = ".removed"
+# Temporary folders of files being checked, named with the owning process id so that a
+# later start can tell the folders of a process that died mid-upload from live ones.
+UPLOAD_TEMP_PREFIX = "policyqa-upload-"
+_ABANDONED_UNOWNED_S = 3600  # folders of older versions carry no pid: removed after an hour
 _LOCK_FILE = ".library.lock"
 _DOC_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _HEAD_LINES = 15
@@ -199,9 +205,28 @@ def _sha256_bytes(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _fsync_directory(directory: Path) -> None:
+    """Makes a rename into or out of `directory` durable: without it a crash can undo the
+    rename even though the file's own data was synced."""
+    descriptor = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def _rename_durably(source: Path, target: Path) -> None:
+    """`os.replace(source, target)`, then both directories synced."""
+    os.replace(source, target)
+    _fsync_directory(Path(target).parent)
+    if Path(source).parent != Path(target).parent:
+        _fsync_directory(Path(source).parent)
+
+
 def _write_atomically(path: Path, data: bytes) -> None:
     """Writes `data` to a hidden temp file beside `path`, flushes it, then renames it over
-    `path`, so readers see the old or the new content and never a partial one."""
+    `path` and syncs the directory, so readers see the old or the new content and never a
+    partial one, and the new content survives a crash once this returns."""
     mode = path.stat().st_mode & 0o777 if path.exists() else _FILE_MODE
     handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -210,11 +235,54 @@ def _write_atomically(path: Path, data: bytes) -> None:
             stream.write(data)
             stream.flush()
             os.fsync(stream.fileno())
-        os.replace(temp_name, path)
+        _rename_durably(Path(temp_name), path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temp_name)
         raise
+
+
+def upload_temp_folder() -> Path:
+    """A new temporary folder for a file being received or checked, named with this
+    process's id (see `remove_abandoned_upload_folders`)."""
+    return Path(tempfile.mkdtemp(prefix=f"{UPLOAD_TEMP_PREFIX}{os.getpid()}-"))
+
+
+def remove_abandoned_upload_folders(temp_dir: Path | None = None) -> int:
+    """Deletes the upload folders that processes killed mid-upload left in the temporary
+    directory: those whose process no longer runs, and unowned ones (from versions that did
+    not name the process) older than an hour. Returns how many were removed."""
+    removed = 0
+    now = datetime.now(timezone.utc).timestamp()
+    for folder in Path(temp_dir or tempfile.gettempdir()).glob(f"{UPLOAD_TEMP_PREFIX}*"):
+        # "<pid>-<random>" now; only "<random>" (possibly all digits) before.
+        owner, separator, _ = folder.name[len(UPLOAD_TEMP_PREFIX):].partition("-")
+        try:
+            if not folder.is_dir() or folder.is_symlink():
+                continue
+            if separator and owner.isdigit():
+                abandoned = not process_running(int(owner))
+            else:
+                abandoned = now - folder.stat().st_mtime > _ABANDONED_UNOWNED_S
+        except OSError:
+            continue
+        if abandoned:
+            shutil.rmtree(folder, ignore_errors=True)
+            removed += 1
+    return removed
+
+
+def process_running(pid: int) -> bool:
+    """Is process `pid` alive (on this machine)?"""
+    try:
+        os.kill(pid, 0)  # signal 0: existence check only
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # it exists, owned by another user
+    except OverflowError:
+        return False
+    return True
 
 
 class Library:
@@ -259,8 +327,8 @@ class Library:
         With `replaces`, the old document is marked "superseded" (kept, flagged) or, with
         `remove_replaced`, removed.
 
-        :raises LibraryError: unsupported type ("unsupported"), over the size limit
-            ("too_large"), unreadable / empty / scanned / corrupt ("invalid"), bad metadata
+        :raises LibraryError: unsupported type ("unsupported"), over the size limit or
+            unpacking beyond `max_unpacked_document_bytes` ("too_large"), unreadable / empty / scanned / corrupt ("invalid"), bad metadata
             or doc id ("invalid"), unknown `replaces` ("not_found"), a doc id in use
             ("conflict").
         :raises DuplicateDocumentError: the same file or text is already stored.
@@ -331,13 +399,20 @@ class Library:
     def _trial_load(self, source: Path, suffix: str, name: str) -> Document:
         """Loads a copy of the file in a temporary folder, so a bad file never reaches the
         corpus; a file holding nothing usable is refused here."""
-        with tempfile.TemporaryDirectory(prefix="policyqa-upload-") as folder:
-            trial = Path(folder) / f"upload{suffix}"
+        folder = upload_temp_folder()
+        try:
+            trial = folder / f"upload{suffix}"
             shutil.copyfile(source, trial)
             try:
-                documents = load_file(trial)
+                documents = load_file(
+                    trial, max_unpacked_bytes=self.settings.max_unpacked_document_bytes
+                )
+            except DocumentTooLargeError as error:
+                raise LibraryError("too_large", f"无法读取文件 {name}：{error.reason}") from None
             except DocumentLoadError as error:
                 raise LibraryError("invalid", f"无法读取文件 {name}：{error.reason}") from None
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
         if not documents or not documents[0].text.strip():
             raise LibraryError("invalid", f"无法读取文件 {name}：没有可用的正文")
         return documents[0]
@@ -447,7 +522,7 @@ class Library:
         )
         # The file leaves the corpus first (a rename, so it is never half there); the
         # catalogue entry of a missing file is harmless if we stop in between.
-        os.replace(self.corpus_dir / document.source_file, kept)
+        _rename_durably(self.corpus_dir / document.source_file, kept)
         if entry is not None:
             self._write_catalogue(catalogue)
         return RemovedDocument(document.doc_id, document.title, document.source_file,
@@ -504,4 +579,6 @@ __all__ = [
     "RemovedDocument",
     "check_metadata",
     "extract_metadata",
+    "remove_abandoned_upload_folders",
+    "upload_temp_folder",
 ]

@@ -29,6 +29,9 @@ logger = logging.getLogger(__name__)
 SUPPORTED_SUFFIXES = (".txt", ".md", ".pdf", ".docx")
 _TEXT_ENCODINGS = ("utf-8-sig", "gb18030")
 _TITLE_CHARS = 80
+# A .docx of a policy document has a few dozen parts; a zip of many thousands is not one.
+_MAX_DOCX_PARTS = 5_000
+DEFAULT_MAX_UNPACKED_BYTES: int = Settings.model_fields["max_unpacked_document_bytes"].default
 
 
 class DocumentLoadError(ValueError):
@@ -38,6 +41,11 @@ class DocumentLoadError(ValueError):
         self.source_file = source_file
         self.reason = reason
         super().__init__(f"无法读取文件 {source_file}：{reason}")
+
+
+class DocumentTooLargeError(DocumentLoadError):
+    """A file that would unpack to more than the uncompressed size limit (a decompression
+    bomb, or simply too big to parse)."""
 
 
 class CatalogueError(ValueError):
@@ -81,26 +89,55 @@ def decode_text(data: bytes, source_file: str) -> str:
     raise DocumentLoadError(source_file, "无法识别文字编码（支持 UTF-8、GB18030）")
 
 
-def read_text_file(path: Path) -> str:
+def read_text_file(path: Path, max_unpacked_bytes: int = DEFAULT_MAX_UNPACKED_BYTES) -> str:
+    """Text files are not compressed: `max_document_bytes` bounds them already."""
     return decode_text(path.read_bytes(), path.name)
 
 
-def read_pdf(path: Path) -> str:
-    """The text layer of a PDF, pages separated by form feeds (cleaning drops running
-    headers and page numbers with their help).
+def _megabytes(size: int) -> str:
+    return f"{size / 1024 / 1024:g} MB"
 
+
+def read_pdf(path: Path, max_unpacked_bytes: int = DEFAULT_MAX_UNPACKED_BYTES) -> str:
+    """The text layer of a PDF, pages separated by form feeds (cleaning drops running
+    headers and page numbers with their help). No stream is inflated beyond
+    `max_unpacked_bytes` (pypdf's own decompression limits, set for this call), and a page
+    whose content would be is refused.
+
+    :raises DocumentTooLargeError: a stream would inflate beyond `max_unpacked_bytes`.
     :raises DocumentLoadError: for a corrupt or encrypted PDF, or one without text
         (a scan).
     """
-    from pypdf import PdfReader
+    from pypdf import PdfReader, apply_configuration
+    from pypdf.errors import LimitReachedError
 
+    limits = {
+        name: max_unpacked_bytes
+        for name in (
+            "zlib_maximum_output_length", "lzw_maximum_output_length",
+            "run_length_maximum_output_length", "brotli_maximum_output_length",
+            "jbig2_maximum_output_length", "array_based_stream_maximum_output_length",
+            "image_maximum_buffer_size",
+        )
+    }
     try:
-        reader = PdfReader(path)
-        if reader.is_encrypted and not reader.decrypt(""):
-            raise DocumentLoadError(path.name, "PDF 已加密，无法读取")
-        pages = [page.extract_text() or "" for page in reader.pages]
+        with apply_configuration(**limits):
+            reader = PdfReader(path)
+            if reader.is_encrypted and not reader.decrypt(""):
+                raise DocumentLoadError(path.name, "PDF 已加密，无法读取")
+            pages = []
+            for page in reader.pages:
+                # Inflated here so that a bomb is refused: extract_text would skip it quietly.
+                contents = page.get_contents()
+                if contents is not None:
+                    contents.get_data()
+                pages.append(page.extract_text() or "")
     except DocumentLoadError:
         raise
+    except LimitReachedError:
+        raise DocumentTooLargeError(
+            path.name, f"PDF 解压后超过大小上限（{_megabytes(max_unpacked_bytes)}）"
+        ) from None
     except Exception as error:  # pypdf raises many types on malformed files
         logger.info("pypdf failed on %s: %r", path, error)
         raise DocumentLoadError(path.name, "PDF 文件已损坏或格式无法解析") from None
@@ -109,37 +146,68 @@ def read_pdf(path: Path) -> str:
     return "\f".join(pages)
 
 
-def read_docx(path: Path) -> str:
+def check_docx_size(path: Path, max_unpacked_bytes: int = DEFAULT_MAX_UNPACKED_BYTES) -> None:
+    """Refuses a .docx whose zip parts together would unpack to more than
+    `max_unpacked_bytes`, from the sizes its central directory declares, before any part is
+    inflated. zipfile never inflates a part beyond its declared size (it stops and fails the
+    CRC check), so the declared sizes bound what python-docx can read.
+
+    :raises DocumentTooLargeError: over the limit, or too many parts.
+    :raises DocumentLoadError: not a zip file.
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            parts = archive.infolist()
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError):
+        raise DocumentLoadError(path.name, "Word 文件已损坏或不是 .docx 格式") from None
+    if len(parts) > _MAX_DOCX_PARTS:
+        raise DocumentTooLargeError(path.name, f"Word 文件包含的部件过多（超过 {_MAX_DOCX_PARTS} 个）")
+    if sum(part.file_size for part in parts) > max_unpacked_bytes:
+        raise DocumentTooLargeError(
+            path.name, f"Word 文件解压后超过大小上限（{_megabytes(max_unpacked_bytes)}）"
+        )
+
+
+def read_docx(path: Path, max_unpacked_bytes: int = DEFAULT_MAX_UNPACKED_BYTES) -> str:
     """Paragraphs and tables of a .docx in document order. Word heading styles become
     markdown heading marks (Title "#", Heading N "#" * (N + 1)) so sectioning sees them;
     table rows become tab-separated lines.
 
-    :raises DocumentLoadError: for a corrupt file or one that is not .docx.
+    :raises DocumentTooLargeError: it would unpack to more than `max_unpacked_bytes`.
+    :raises DocumentLoadError: for a corrupt file (broken zip or XML) or one that is not
+        .docx.
     """
     import docx
     from docx.opc.exceptions import PackageNotFoundError
     from docx.oxml.ns import qn
     from docx.table import Table
     from docx.text.paragraph import Paragraph
+    from lxml.etree import LxmlError
 
+    check_docx_size(path, max_unpacked_bytes)
+    corrupt = DocumentLoadError(path.name, "Word 文件已损坏或不是 .docx 格式")
     try:
         document = docx.Document(str(path))
-    except (PackageNotFoundError, zipfile.BadZipFile, KeyError, ValueError):
-        raise DocumentLoadError(path.name, "Word 文件已损坏或不是 .docx 格式") from None
+    except (PackageNotFoundError, zipfile.BadZipFile, KeyError, ValueError, LxmlError):
+        raise corrupt from None
     lines = []
-    for block in document.element.body.iterchildren():
-        if block.tag == qn("w:p"):
-            paragraph = Paragraph(block, document)
-            style_name = paragraph.style.name if paragraph.style is not None else ""
-            lines.append(_markdown_heading_mark(style_name) + paragraph.text)
-        elif block.tag == qn("w:tbl"):
-            for row in Table(block, document).rows:
-                cells, seen = [], set()
-                for cell in row.cells:  # merged cells repeat: keep each once
-                    if id(cell._tc) not in seen:
-                        seen.add(id(cell._tc))
-                        cells.append(cell.text.replace("\n", " ").strip())
-                lines.append("\t".join(cells))
+    try:
+        for block in document.element.body.iterchildren():
+            if block.tag == qn("w:p"):
+                paragraph = Paragraph(block, document)
+                style_name = paragraph.style.name if paragraph.style is not None else ""
+                lines.append(_markdown_heading_mark(style_name) + paragraph.text)
+            elif block.tag == qn("w:tbl"):
+                for row in Table(block, document).rows:
+                    cells, seen = [], set()
+                    for cell in row.cells:  # merged cells repeat: keep each once
+                        if id(cell._tc) not in seen:
+                            seen.add(id(cell._tc))
+                            cells.append(cell.text.replace("\n", " ").strip())
+                    lines.append("\t".join(cells))
+    except (KeyError, ValueError, AttributeError, LxmlError):
+        # Parts that parse but do not fit the schema (a style id or a body missing).
+        raise corrupt from None
     return "\n".join(lines)
 
 
@@ -150,7 +218,8 @@ def _markdown_heading_mark(style_name: str) -> str:
     return "#" * min(int(match.group(1)) + 1, 6) + " " if match else ""
 
 
-READERS: dict[str, Callable[[Path], str]] = {
+# Each reader takes the file and the uncompressed size limit.
+READERS: dict[str, Callable[[Path, int], str]] = {
     ".txt": read_text_file,
     ".md": read_text_file,
     ".pdf": read_pdf,
@@ -258,13 +327,20 @@ class Catalogue:
 # --- loading ------------------------------------------------------------------------------------
 
 
-def load_file(path: Path, catalogue: Catalogue | Mapping | None = None) -> list[Document]:
+def load_file(
+    path: Path,
+    catalogue: Catalogue | Mapping | None = None,
+    *,
+    max_unpacked_bytes: int = DEFAULT_MAX_UNPACKED_BYTES,
+) -> list[Document]:
     """The document(s) in one file, cleaned and sectioned.
 
     `catalogue` is a `Catalogue` or the parsed catalogue JSON. A file it lists gets the
     listed ids and metadata (and is split into its parts); any other file becomes one
     document whose id is a slug of the file name and whose title is its first line.
+    `max_unpacked_bytes` bounds what a .docx or a PDF stream may inflate to.
 
+    :raises DocumentTooLargeError: a .docx or PDF that would inflate beyond the limit.
     :raises DocumentLoadError: for an unsupported, missing, empty, unreadable or corrupt
         file, a scanned PDF, or a catalogue split line that is not in the file.
     :raises CatalogueError: when `catalogue` is a malformed dict.
@@ -279,7 +355,7 @@ def load_file(path: Path, catalogue: Catalogue | Mapping | None = None) -> list[
     try:
         if path.stat().st_size == 0:
             raise DocumentLoadError(name, "文件为空")
-        raw = reader(path)
+        raw = reader(path, max_unpacked_bytes)
     except FileNotFoundError:
         raise DocumentLoadError(name, "文件不存在") from None
     except OSError as error:
@@ -369,7 +445,9 @@ def load_corpus(settings: Settings) -> CorpusLoad:
             if path.stat().st_size > settings.max_document_bytes:
                 limit_mb = settings.max_document_bytes / 1024 / 1024
                 raise DocumentLoadError(path.name, f"文件超过大小上限（{limit_mb:g} MB）")
-            loaded = load_file(path, catalogue)
+            loaded = load_file(
+                path, catalogue, max_unpacked_bytes=settings.max_unpacked_document_bytes
+            )
         except DocumentLoadError as error:
             errors.append(LoadError(path.name, str(error)))
             continue

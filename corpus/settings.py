@@ -58,16 +58,18 @@ class Settings(BaseSettings):
     reader_model: Path | None = Field(
         None, description="reader model directory; unset: the one shipped in qa/reader_model"
     )
-    read_passages: int = Field(4, ge=1, le=20, description="top fused passages the reader reads")
+    read_passages: int = Field(3, ge=1, le=20, description="top fused passages the reader reads")
     # Tuned on the dev part (policyqa eval --split dev --tune-refusal): below this reader
     # probability that the best passage answers, refuse.
-    refusal_threshold: float = Field(0.5, ge=0.0, le=1.0, description="reader probability below which we refuse")
+    refusal_threshold: float = Field(0.002, ge=0.0, le=1.0, description="reader probability below which we refuse")
     second_passage_ratio: float = Field(
-        0.9, ge=0.0, le=1.0, description="another passage's sentence joins when its probability is this close; 0 off"
+        0.7, ge=0.0, le=1.0, description="another passage's sentence joins when its probability is this close; 0 off"
     )
     list_enumeration: bool = Field(True, description="哪些 questions quote the whole enumeration")
     table_rows: bool = Field(True, description="a table row is quoted whole")
     compound_questions: bool = Field(True, description="compound questions are read part by part")
+    year_check: bool = Field(True, description="a year the question names must be in the answering passage")
+    refuse_unknown_names: bool = Field(True, description="refuse a place or organisation no document names")
     reader_early_exit: float = Field(
         0.0, ge=0.0, le=1.0, description="the top passage alone answers at this probability; 0 reads all"
     )
@@ -87,6 +89,20 @@ class Settings(BaseSettings):
     chat_concurrency: int = Field(4, ge=1, description="chat page questions answered at once")
     admin_api_key: str | None = None
     openai_api_key: str | None = None
+    # What a client may send (issue 16). /api/ bodies have max_request_bytes, the admin upload
+    # max_document_bytes, the bots bot_max_body_bytes; every other path (the chat page's Gradio
+    # routes, /docs) has max_chat_request_bytes.
+    max_chat_request_bytes: int = Field(
+        1024 * 1024, ge=1024, description="bodies to the chat page and other paths without a limit"
+    )
+    max_openai_request_bytes: int = Field(1024 * 1024, ge=1024, description="/v1 bodies")
+    request_body_timeout_s: float = Field(
+        60.0, gt=0, description="a request body must have arrived this long after the request began (408)"
+    )
+    max_unpacked_document_bytes: int = Field(
+        32 * 1024 * 1024, ge=1024,
+        description="uncompressed size bound: a .docx's parts together, or one .pdf stream",
+    )
 
     # --- bots -----------------------------------------------------------------------------
     wechat_token: str | None = None

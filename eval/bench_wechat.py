@@ -179,11 +179,12 @@ class ModeSamples:
         )
 
 
-def time_modes(client: httpx.Client, url: str, side: WeChatSide, questions: list[str],
+def time_modes(client: httpx.Client, urls: tuple[str, str], side: WeChatSide, questions: list[str],
                slow_text: str, assistant) -> list[ModeTiming]:
     """Each question in both modes and once straight to `assistant.ask` (in process, the
     cost the endpoint adds nothing to), back to back in rotating order, so that load from
-    other processes on the machine falls on all three alike."""
+    other processes on the machine falls on all three alike. `urls` are (plain, safe): a
+    server with an AES key refuses plain-mode messages, so each mode has its own."""
     plain, safe = ModeSamples(encrypted=False), ModeSamples(encrypted=True)
     direct: list[float] = []
 
@@ -193,8 +194,8 @@ def time_modes(client: httpx.Client, url: str, side: WeChatSide, questions: list
         direct.append((time.perf_counter() - started) * 1000)
 
     for number, question in enumerate(questions):
-        steps = [lambda: plain.send(client, url, side, question, slow_text),
-                 lambda: safe.send(client, url, side, question, slow_text),
+        steps = [lambda: plain.send(client, urls[0], side, question, slow_text),
+                 lambda: safe.send(client, urls[1], side, question, slow_text),
                  lambda: ask_directly(question)]
         for step in steps[number % 3:] + steps[: number % 3]:
             step()
@@ -257,14 +258,16 @@ def bench_wechat(index_dir, dataset_path, limit, warmup, out) -> None:
         raise click.ClickException(
             f"index not loaded from {run_settings.index_dir}: {error}"
         ) from None
-    with LoopbackServer(run_settings, assistant) as base, httpx.Client(timeout=10) as client:
-        url = f"{base}/wechat"
+    plain_settings = run_settings.model_copy(update={"wechat_aes_key": None})
+    with LoopbackServer(plain_settings, assistant) as plain_base, \
+            LoopbackServer(run_settings, assistant) as safe_base, httpx.Client(timeout=10) as client:
+        urls = (f"{plain_base}/wechat", f"{safe_base}/wechat")
         for question in questions[:warmup]:
             query, body = side.request(question, encrypted=False)
-            client.post(url, params=query, content=body)
+            client.post(urls[0], params=query, content=body)
         click.echo(f"timing POST /wechat: {len(questions)} questions x 2 modes + direct ask",
                    err=True)
-        rows = time_modes(client, url, side, questions, SLOW_TEXT, assistant)
+        rows = time_modes(client, urls, side, questions, SLOW_TEXT, assistant)
     click.echo(format_timing_table(rows))
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

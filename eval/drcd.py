@@ -7,7 +7,7 @@ reader's best span is scored whatever its probability, and the share of question
 would refuse at the configured threshold is reported beside.
 
     python -m eval.drcd                       # the shipped reader on DRCD test
-    python -m eval.drcd --model var/reader-train/final --no-int8
+    python -m eval.drcd --model var/reader-train/final --fp32
 """
 
 from __future__ import annotations
@@ -62,7 +62,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--model", type=Path, default=SHIPPED_READER)
     parser.add_argument("--split", default="test", choices=["test", "dev"])
     parser.add_argument("--limit", type=int, default=None)
-    parser.add_argument("--no-int8", action="store_true", help="run the linear layers in fp32")
+    parser.add_argument("--int8", action="store_true", help="torch's dynamic int8 linear layers")
+    parser.add_argument("--fp32", action="store_true", help="no bf16 autocast")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     settings = Settings()
@@ -71,13 +72,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"DRCD not found at {path}; skipped.")
         return
     examples = load_drcd(path)[: args.limit]
-    reader = SpanReader(args.model, int8=not args.no_int8)
+    reader = SpanReader(args.model, int8=args.int8, bf16=False if args.fp32 else None)
     result = evaluate(reader, examples, settings.refusal_threshold)
     result.update(
         {
             "split": args.split,
             "model": str(args.model),
-            "int8": not args.no_int8,
+            "runtime": "int8" if args.int8 else ("bf16" if reader.bf16 else "fp32"),
             "bert_baseline_f1": BERT_BASELINE_F1,
         }
     )

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from corpus.settings import Settings
+from corpus.settings import PROJECT_ROOT, Settings
 from qa.reader_data import (
     ReadingExample,
     bm25_negatives,
@@ -358,13 +358,13 @@ def export_checkpoint(settings: Settings, out_dir: Path, target: Path) -> Path:
 def vocabulary_texts(settings: Settings) -> list[str]:
     """What the shipped vocabulary is pruned to cover: the training paragraphs and
     questions, the seed documents, and jieba's dictionary (never DRCD test)."""
-    from corpus.library import Library
+    from corpus import load_corpus
     from qa.reader_pack import jieba_words
 
     data_root = settings.cmrc_path.parent.parent
     examples = load_squad(settings.cmrc_path, "cmrc2018") + load_drcd(data_root / "drcd" / "DRCD_dev.json")
     texts = sorted({example.context for example in examples} | {example.question for example in examples})
-    texts += [document.text for document in Library(settings).load().documents]
+    texts += [document.text for document in load_corpus(settings).documents]
     texts += jieba_words()
     return texts
 
@@ -396,7 +396,8 @@ def write_model_card(out_dir: Path, figures: dict, metrics: dict | None = None) 
         "- Head: a linear start/end layer over the encoder's token states (`BertForQuestionAnswering`).",
         f"- Vocabulary pruned from {figures['full_vocabulary']:,} to {figures['vocabulary']:,} pieces"
         " (those Chinese text uses; see `qa/reader_pack.py`).",
-        f"- Weights: matrices int8 with one fp32 scale per row, the rest fp16/fp32: {figures['bytes'] / 2**20:.1f} MiB.",
+        f"- Stored: matrices int8 with one fp32 scale per row, the rest fp16/fp32: {figures['bytes'] / 2**20:.1f} MiB;"
+        " dequantised at load and run in bf16 autocast (fp32 where the CPU lacks bf16).",
         "",
         "## Training",
         "```",
@@ -410,7 +411,10 @@ def write_model_card(out_dir: Path, figures: dict, metrics: dict | None = None) 
         "",
         "Data (read-only from `../shared/data/`, sha256):",
     ]
-    lines += [f"- `{path}`: `{digest}`" for path, digest in sorted(training["files"].items())]
+    shared = str(PROJECT_ROOT.parent)
+    lines += [
+        f"- `{path.replace(shared, '..', 1)}`: `{digest}`" for path, digest in sorted(training["files"].items())
+    ]
     lines += [
         "",
         "- CMRC 2018 dev (Cui et al. 2019), CC BY-SA 4.0: all questions.",

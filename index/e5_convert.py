@@ -353,11 +353,8 @@ def _write_sentence_transformers_files(out_dir: Path, packed: PackedE5) -> None:
 
 
 def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
     with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 _ensure_lock = threading.Lock()

@@ -42,6 +42,7 @@ from index.analyzer import Analyzer, derive_user_words
 from index.bm25 import Bm25Index
 from index.cache import EmbeddingCache, embed_with_cache
 from index.dense import DenseIndex
+from corpus.library import process_running
 from index.embedders import Embedder, EmbedderError, embedder_fingerprint, make_embedder
 from index.models import Hit
 
@@ -80,11 +81,8 @@ class BuildReport:
 
 
 def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
     with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def corpus_fingerprint(chunks: Sequence[Chunk]) -> str:
@@ -260,21 +258,11 @@ def _remove_abandoned_builds(index_dir: Path) -> None:
     processes that no longer run, and a previous index whose deletion was interrupted."""
     for path in index_dir.parent.glob(f".{index_dir.name}.tmp-*"):
         pid = path.name.removeprefix(f".{index_dir.name}.tmp-").split("-")[0]
-        if pid.isdigit() and not _process_running(int(pid)):
+        if pid.isdigit() and not process_running(int(pid)):
             shutil.rmtree(path, ignore_errors=True)
     with _swap_lock(index_dir):
         for path in index_dir.parent.glob(f".{index_dir.name}.old-*"):
             shutil.rmtree(path, ignore_errors=True)
-
-
-def _process_running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)  # signal 0: existence check only
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # it exists, owned by another user
-    return True
 
 
 def build_index(

@@ -33,6 +33,9 @@ _ENUMERATION_START = re.compile(
 _FIRST_ITEM = re.compile(r"^\s*(?:一是|其一|第一|[（(][一1][）)]|1[.、．]|①)")
 _HEADING_START = re.compile(r"^\s*(?:[一二三四五六七八九十]+、|[（(][一二三四五六七八九十\d]+[）)]|\d+[.、．])")
 _CJK = re.compile(r"[\u4e00-\u9fff]")
+_YEAR = re.compile(r"(?:19|20)\d{2}(?=年)")
+_NAME_TAGS = {"ns", "nr", "nrt", "nt", "nz"}  # jieba's place, person, organisation, other-name tags
+_QUESTION_WORD = re.compile(r"哪|什么|多少|几|怎么|如何|是否|吗")
 MAX_SIBLING_HEADINGS = 8  # a longer run of sub-sections is an outline, not a list answer
 _MAX_ANSWER_CHARS = 260
 _MAX_LIST_ANSWER_CHARS = 600
@@ -73,6 +76,8 @@ class Extract:
     spans: tuple[SpanLocation, ...]
     kind: QuestionKind
     readings: tuple[Reading, ...] = ()
+    # What the question names that the evidence lacks (a year, an unknown place): refused.
+    missing: tuple[str, ...] = ()
 
     @property
     def text(self) -> str:
@@ -98,10 +103,14 @@ class AnswerRules:
     list_enumeration: bool = True
     table_rows: bool = True
     compound_questions: bool = True
-    second_passage_ratio: float = 0.9  # 0 turns the second passage off
+    second_passage_ratio: float = 0.7  # 0 turns the second passage off
     # When the top passage alone reaches this probability, the others are not read
     # (latency); 0 reads them all.
     early_exit: float = 0.0
+    # A year the question names must be in the answering passage or its section heading.
+    year_check: bool = True
+    # A place, person or organisation the question names that no document mentions.
+    unknown_names: bool = True
 
 
 class Answerer:
@@ -122,6 +131,8 @@ class Answerer:
         # The chunks that open a section with its heading line, grouped by parent section,
         # in document order: the items of a list made of sub-sections ((1)… (2)…).
         self._sections_under: dict[tuple[str, tuple[str, ...]], list[Chunk]] = {}
+        # everything the documents say, once, for "does any document name this place?"
+        self._corpus_text = _compact("".join(chunk.text for chunk in chunks))
         for chunk in chunks:
             if _heading_span(chunk) is not None:
                 key = (chunk.doc_id, chunk.section_path[:-1])
@@ -134,8 +145,12 @@ class Answerer:
         if len(parts) == 1:
             return self._extract_one(question, query, hits)
         extracts = [self._extract_one(part, part if query == question else f"{part} {query}", hits) for part in parts]
-        best = max(extracts, key=lambda e: e.confidence)
-        answered = [e for e in extracts if e.sentences and e.confidence >= 0.5 * best.confidence]
+        best = max(extracts, key=lambda e: (not e.missing, e.confidence))
+        answered = [
+            e for e in extracts if e.sentences and not e.missing and e.confidence >= 0.5 * best.confidence
+        ]
+        if not answered:
+            return best
         sentences = _in_reading_order([s for e in answered for s in e.sentences])
         return Extract(
             tuple(sentences),
@@ -151,6 +166,9 @@ class Answerer:
         read = list(hits[: self.read_passages])
         if not read:
             return Extract((), 0.0, None, (), kind)
+        unknown = self.unknown_names(question) if self.rules.unknown_names else []
+        if unknown:
+            return Extract((), 0.0, None, (), kind, missing=tuple(unknown))
         texts = [hit.chunk.text for hit in read]
         if self.rules.early_exit:
             readings = self.reader.read(query, texts[:1])
@@ -161,6 +179,11 @@ class Answerer:
             readings = self.reader.read(query, texts)
         # Most probable first; the better-ranked passage wins a tie.
         ranked = sorted(readings, key=lambda r: (-r.probability, r.passage))
+        years = _YEAR.findall(_compact(question)) if self.rules.year_check else []
+        if years:
+            ranked = [r for r in ranked if all(year in _compact(read[r.passage].chunk.section + read[r.passage].chunk.text) for year in years)]
+            if not ranked:
+                return Extract((), 0.0, None, (), kind, tuple(readings), missing=tuple(years))
         best = ranked[0]
         if best.end <= best.start:
             return Extract((), best.probability, None, (), kind, tuple(readings))
@@ -185,6 +208,17 @@ class Answerer:
             kind,
             tuple(readings),
         )
+
+    def unknown_names(self, question: str) -> list[str]:
+        """Places, people and organisations the question names (jieba's tags) that no
+        document mentions (深圳前海 …): the knowledge base cannot be about them."""
+        import jieba.posseg
+
+        return [
+            pair.word for pair in jieba.posseg.cut(question)
+            if pair.flag in _NAME_TAGS and len(pair.word) >= 2 and pair.word not in self._corpus_text
+            and not _QUESTION_WORD.search(pair.word)
+        ]
 
     def _quote(self, reading: Reading, hit: Hit, kind: QuestionKind) -> list[QuotedSentence]:
         """The sentences of the passage that hold the span, and for a list question the
@@ -317,6 +351,10 @@ def _rest_of_table_row(sentence: QuotedSentence) -> list[QuotedSentence]:
         for index, (start, end) in enumerate(sentence.chunk.sentences)
         if index != sentence.sentence_index and start >= line_start and end <= line_end
     ]
+
+
+def _compact(text: str) -> str:
+    return re.sub(r"\s+", "", text)
 
 
 def _overlapping(a: QuotedSentence, b: QuotedSentence) -> bool:

@@ -84,6 +84,8 @@ class Assistant:
                 compound_questions=settings.compound_questions,
                 second_passage_ratio=settings.second_passage_ratio,
                 early_exit=settings.reader_early_exit,
+                year_check=settings.year_check,
+                unknown_names=settings.refuse_unknown_names,
             ),
         )
         self._documents = {document.doc_id: document for document in index.documents}
@@ -165,11 +167,15 @@ class Assistant:
             span=span,
             notice=notice,
             confidence=extract.confidence,
-            extra={"evidence_score": extract.confidence, "kind": extract.kind.value},
+            extra={"evidence_score": extract.confidence, "kind": extract.kind.value, "missing": list(extract.missing)},
         )
 
     def _is_supported(self, extract: Extract) -> bool:
-        return bool(extract.sentences) and extract.confidence >= self.settings.refusal_threshold
+        return (
+            bool(extract.sentences)
+            and not extract.missing
+            and extract.confidence >= self.settings.refusal_threshold
+        )
 
     def _clean_history(self, history: Sequence[str]) -> list[str]:
         if isinstance(history, str):

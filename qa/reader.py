@@ -58,7 +58,8 @@ class SpanReader:
         max_answer_tokens: int = 64,
         n_best: int = 20,
         threads: int | None = None,
-        int8: bool = True,
+        int8: bool = False,
+        bf16: bool | None = None,
     ) -> None:
         import torch
 
@@ -77,6 +78,14 @@ class SpanReader:
         self.max_question_chars = max_question_chars
         self.max_answer_tokens = max_answer_tokens
         self.n_best = n_best
+        # bf16 autocast where the CPU computes bf16 natively (index.torch_e5.cpu_has_bf16);
+        # torch's dynamic int8 kernels are faster still but cost the reader much of its
+        # accuracy and its calibration (README: what pruning and quantisation cost).
+        if bf16 is None:
+            from index.torch_e5 import cpu_has_bf16
+
+            bf16 = cpu_has_bf16() and not int8
+        self.bf16 = bool(bf16)
         self._torch = torch
         self._lock = threading.Lock()
 
@@ -102,7 +111,7 @@ class SpanReader:
             padding=True,
             return_tensors="pt",
         )
-        with self._lock, torch.inference_mode():
+        with self._lock, torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
             output = self.model(input_ids=encoded["input_ids"], attention_mask=encoded["attention_mask"])
         starts = output.start_logits.float().numpy()
         ends = output.end_logits.float().numpy()

@@ -60,6 +60,8 @@ def kept_piece_ids(tokenizer_json: dict, tokenizer, texts: Iterable[str]) -> lis
     """Ids of the pieces to keep: specials, single characters of the kept blocks, and every
     piece the (full) tokenizer picks for `texts`."""
     vocab = tokenizer_json["model"]["vocab"]
+    tokenizer.no_truncation()  # a saved tokenizer may carry a training call's settings
+    tokenizer.no_padding()
     keep = {index for index, (piece, _score) in enumerate(vocab) if piece.startswith("<") and piece.endswith(">")}
     keep.update(index for index, (piece, _score) in enumerate(vocab) if _single_character_kept(piece))
     batch: list[str] = []
@@ -78,6 +80,7 @@ def kept_piece_ids(tokenizer_json: dict, tokenizer, texts: Iterable[str]) -> lis
 def prune_tokenizer(tokenizer_json: dict, kept: list[int]) -> dict:
     """The tokenizer.json with only the kept pieces (new id = rank among the kept ones)."""
     pruned = json.loads(json.dumps(tokenizer_json))
+    pruned["truncation"] = pruned["padding"] = None
     vocab = tokenizer_json["model"]["vocab"]
     new_id = {old: new for new, old in enumerate(kept)}
     pruned["model"]["vocab"] = [vocab[old] for old in kept]

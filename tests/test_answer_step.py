@@ -127,3 +127,22 @@ def test_compound_question_reads_each_part(seed_index):
     )
     assert [question for question, _ in reader.calls] == ["举办了多少个展览？", "接待了多少人次？"]
     assert extract.kind is QuestionKind.NUMBER
+
+
+def test_a_year_the_passage_lacks_moves_the_answer_or_refuses(seed_index):
+    with_year = _chunk_with(seed_index, "全市首个国际会展产业园", "2021年")
+    other = _chunk_with(seed_index, "一是创新贸易博览新形式")
+    reader = PointingReader({"创新贸易博览新形式": 0.9, "23个": 0.6})
+    extract = Answerer(reader, seed_index.chunks).extract("2021年举办了多少展览？", "2021年举办了多少展览？", _hits(other, with_year))
+    assert extract.span == "23个" and not extract.missing  # the passage naming 2021 answers
+    refused = Answerer(reader, seed_index.chunks).extract("2035年举办了多少展览？", "2035年举办了多少展览？", _hits(other, with_year))
+    assert refused.missing == ("2035",) and refused.sentences == ()
+    unchecked = Answerer(reader, seed_index.chunks, rules=AnswerRules(year_check=False))
+    assert unchecked.extract("2035年举办了多少展览？", "2035年举办了多少展览？", _hits(other, with_year)).sentences
+
+
+def test_a_place_no_document_names_is_refused(seed_index):
+    chunk = _chunk_with(seed_index, "全市首个国际会展产业园")
+    answerer = Answerer(PointingReader({"23个": 0.9}), seed_index.chunks)
+    assert answerer.extract("深圳前海举办了多少展览？", "深圳前海举办了多少展览？", _hits(chunk)).missing
+    assert not answerer.extract("青浦区举办了多少展览？", "青浦区举办了多少展览？", _hits(chunk)).missing

@@ -395,7 +395,8 @@ def test_bad_metadata_is_refused(kb):
     assert response.status_code == 422 and "效力状态" in response.json()["message"]
     missing = kb.upload("另一份.txt", "某某办法\n一、内容\n这是一份测试文件的正文。\n".encode("utf-8"),
                         replaces="no-such-doc")
-    assert missing.status_code == 404 and "不存在" in missing.json()["message"]
+    assert missing.status_code == 404 and "未找到" in missing.json()["message"]
+    assert "no-such-doc" not in missing.text  # input is never echoed (issue 16)
     before = corpus_state(kb.settings)
     part = kb.upload("另一份.txt", "某某办法\n一、内容\n这是一份测试文件的正文。\n".encode("utf-8"),
                      replaces="003-1", remove_replaced="true")

@@ -30,9 +30,9 @@ def test_known_questions_cite_the_right_document_and_section(assistant, question
     answer = assistant.ask(question)
     assert answer.answered, answer.answer
     assert _normalised(expected) in _normalised(answer.answer)
-    first = answer.citations[0]
-    assert first.doc_id == doc_id
-    assert first.section.startswith(section)
+    # the passage holding the expected text is cited (an answer may quote two passages)
+    holding = [c for c in answer.citations if _normalised(expected) in _normalised(c.quote)]
+    assert any(c.doc_id == doc_id and c.section.startswith(section) for c in holding), answer.citations
 
 
 def test_answers_are_verbatim_extracts_of_the_source_document(assistant, seed_corpus):

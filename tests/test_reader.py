@@ -12,6 +12,8 @@ from corpus.settings import PROJECT_ROOT
 from qa.reader import SHIPPED_READER, Reader, SpanReader
 
 DRCD_TEST = PROJECT_ROOT.parent / "shared" / "data" / "drcd" / "DRCD_test.json"
+KNOWN_SPAN_QID = "1147-2-2"  # 哪一本书规范了梵语的正确语法？ -> 《八篇书》
+KNOWN_REFUSAL_CONTEXT_QID = "1174-22-3"  # a paragraph of another article (a German university)
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +49,7 @@ def test_seed_passage_gives_the_figure(reader):
 def test_seed_question_about_something_the_passage_lacks_is_refused(reader):
     passage = "青浦区围绕会展经济，与国家会展中心联合共建“虹桥国际会展产业园”。作为全市首个国际会展产业园，2021年上半年累计举办展览 23个。"
     reading = reader.read("北京大兴机场的年旅客吞吐量是多少？", [passage])[0]
-    assert reading.probability < 0.5
+    assert reading.probability < 0.05
 
 
 @pytest.mark.skipif(not DRCD_TEST.exists(), reason="DRCD not in ../shared/data")
@@ -61,7 +63,7 @@ def test_drcd_test_questions(reader):
     assert reading.probability >= 0.5
     # the same question over another article's paragraph: not answered there
     other = examples[KNOWN_REFUSAL_CONTEXT_QID]
-    assert reader.read(known.question, [other.context])[0].probability < 0.5
+    assert reader.read(known.question, [other.context])[0].probability < 0.05
 
 
 def test_readings_come_back_one_per_passage_in_order(reader):

@@ -62,6 +62,16 @@ def counting_assistant(assistant) -> CountingAssistant:
 
 @pytest.fixture(scope="module")
 def wechat_url(serve_app, counting_assistant) -> str:
+    """An account in plain mode (no EncodingAESKey)."""
+    base = serve_app(
+        counting_assistant, wechat_token=TOKEN, bot_reply_timeout_s=REPLY_TIMEOUT_S
+    )
+    return f"{base}/wechat"
+
+
+@pytest.fixture(scope="module")
+def wechat_safe_url(serve_app, counting_assistant) -> str:
+    """An account in safe mode: with an EncodingAESKey, plain-mode messages are refused."""
     base = serve_app(
         counting_assistant,
         wechat_token=TOKEN,
@@ -326,8 +336,8 @@ def post_encrypted(url: str, xml: str) -> httpx.Response:
     return httpx.post(url, params=query, content=envelope.encode(), timeout=20)
 
 
-def test_safe_mode_round_trip_decrypts_and_encrypts_the_reply(wechat_url, counter):
-    response = post_encrypted(wechat_url, text_xml("user-aes", QUESTION))
+def test_safe_mode_round_trip_decrypts_and_encrypts_the_reply(wechat_safe_url, counter):
+    response = post_encrypted(wechat_safe_url, text_xml("user-aes", QUESTION))
     fields = reply_fields(response)
     assert set(fields) >= {"Encrypt", "MsgSignature", "TimeStamp", "Nonce"}
     assert fields["MsgSignature"] == wechat_signature(
@@ -342,17 +352,17 @@ def test_safe_mode_round_trip_decrypts_and_encrypts_the_reply(wechat_url, counte
     assert counter.calls == [(QUESTION, ())]
 
 
-def test_safe_mode_with_a_wrong_msg_signature_is_refused(wechat_url, counter):
+def test_safe_mode_with_a_wrong_msg_signature_is_refused(wechat_safe_url, counter):
     query = signed_query(encrypt_type="aes", msg_signature="f" * 40)
     envelope = wechat_side_crypto().encrypt_message(
         text_xml("user-aes-forged", QUESTION), query["nonce"], query["timestamp"]
     )
-    response = httpx.post(wechat_url, params=query, content=envelope.encode(), timeout=20)
+    response = httpx.post(wechat_safe_url, params=query, content=envelope.encode(), timeout=20)
     assert response.status_code == 403
     assert counter.calls == []
 
 
-def test_safe_mode_encrypted_with_another_key_is_rejected(wechat_url, counter):
+def test_safe_mode_encrypted_with_another_key_is_rejected(wechat_safe_url, counter):
     other_key = base64.b64encode(os.urandom(32)).decode().rstrip("=")
     query = signed_query(encrypt_type="aes")
     envelope = WeChatCrypto(TOKEN, other_key, APP_ID).encrypt_message(
@@ -360,7 +370,7 @@ def test_safe_mode_encrypted_with_another_key_is_rejected(wechat_url, counter):
     )
     encrypted = ElementTree.fromstring(envelope).findtext("Encrypt")
     query["msg_signature"] = wechat_signature(TOKEN, query["timestamp"], query["nonce"], encrypted)
-    response = httpx.post(wechat_url, params=query, content=envelope.encode(), timeout=20)
+    response = httpx.post(wechat_safe_url, params=query, content=envelope.encode(), timeout=20)
     assert response.status_code == 400
     assert counter.calls == []
 

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 router = APIRouter()
 
 NOT_READY = "索引尚未加载，请稍后再试。"
+ANSWER_NOT_FOUND = "未找到该答案（答案编号无效或已过期），请重新提问后再评价。"
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     413: {"model": ErrorResponse, "description": "请求体过大 / body too large"},
     422: {"model": ErrorResponse, "description": "输入有误 / invalid input"},
@@ -76,9 +77,10 @@ def ask(body: AskRequest, request: Request) -> JSONResponse:
         top_k=body.top_k,
         documents=body.documents,
         in_force_only=body.in_force_only,
-    )
+    ).to_dict()
+    answer_id = request.app.state.issued_answers.issue(body.question, body.history, answer)
     # Answer.to_dict() is the documented shape already; skip re-validating it per request.
-    return JSONResponse(answer.to_dict())
+    return JSONResponse({**answer, "answer_id": answer_id})
 
 
 def _summary(document: Document) -> dict:
@@ -133,20 +135,28 @@ def document_outline(doc_id: str, request: Request) -> dict:
     "/api/feedback",
     response_model=FeedbackStored,
     status_code=201,
-    responses={422: ERROR_RESPONSES[422]},
+    responses={
+        404: {"model": ErrorResponse, "description": "未知或过期的答案编号"},
+        422: ERROR_RESPONSES[422],
+    },
     summary="评价答案 / Rate an answer",
     tags=["问答 QA"],
 )
 def give_feedback(body: FeedbackRequest, request: Request) -> dict:
-    """Store a thumbs up or down on an answer returned by /api/ask (`policyqa feedback`
-    lists them)."""
+    """Store a thumbs up or down on an answer returned by /api/ask, named by its `answer_id`
+    (`policyqa feedback` lists them). What is stored is the answer and question as the
+    server issued them, never text sent here."""
+    issued = request.app.state.issued_answers.get(body.answer_id)
+    if issued is None:
+        raise ApiError(404, "unknown_answer", ANSWER_NOT_FOUND, "answer_id")
     item = request.app.state.feedback.add(
         rating=body.rating,
-        question=body.question,
-        answer=body.answer.model_dump(),
-        history=body.history,
+        question=issued.question,
+        answer=issued.answer,
+        history=issued.history,
         comment=body.comment,
         source="api",
+        answer_id=body.answer_id,
     )
     return {"id": item.id}
 

@@ -10,15 +10,17 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, FastAPI, HTTPException, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match, Mount
@@ -26,8 +28,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from corpus.settings import Settings
 from ui import api, kb, openai_compat, wechat, wecom
-from ui.errors import error_body, install_error_handlers
-from ui.feedback import FeedbackStore
+from ui.errors import HTTP_STATUS_MESSAGES, error_body, install_error_handlers
+from ui.feedback import FeedbackStore, IssuedAnswers
 
 if TYPE_CHECKING:
     from qa import Assistant
@@ -50,82 +52,149 @@ def api_routers(settings: Settings) -> list[APIRouter]:
     return [api.router, kb.router]
 
 
-class BodySizeLimit:
-    """Answers 413 to request bodies over `max_bytes` on the given path prefixes, before the
-    body is parsed: by Content-Length when sent, else while streaming it in."""
+@dataclass(frozen=True)
+class BodyLimit:
+    """The body size allowed on `path` (an exact path, or every path under it)."""
+
+    path: str
+    max_bytes: int
+    exact: bool = False
+
+    def matches(self, path: str) -> bool:
+        return path == self.path if self.exact else path.startswith(self.path)
+
+
+def body_limits(settings: Settings) -> list[BodyLimit]:
+    """Each route's body size limit, first match wins; other paths (the chat page's Gradio
+    routes, /docs) get settings.max_chat_request_bytes."""
+    return [
+        # Document uploads get the document size limit; ui.kb checks the file itself exactly.
+        BodyLimit(kb.UPLOAD_PATH, settings.max_document_bytes + kb.UPLOAD_OVERHEAD_BYTES, exact=True),
+        BodyLimit("/api/", settings.max_request_bytes),
+        BodyLimit("/v1/", settings.max_openai_request_bytes),
+        BodyLimit("/wechat", settings.bot_max_body_bytes),
+        BodyLimit("/wecom", settings.bot_max_body_bytes),
+    ]
+
+
+class _BodyRefused(HTTPException):
+    """Raised into the app by `RequestBodyLimits`' receive. An HTTPException, because
+    FastAPI re-raises those when met while parsing a body instead of answering 400."""
+
+
+class RequestBodyLimits:
+    """Bounds every request body, by its route's size limit and by time, before it is parsed.
+
+    A body declared (Content-Length) over the limit is answered 413 at once, unread. A body
+    sent in chunks is counted as the app reads it: the read that passes the limit fails, and
+    so does a read still waiting for the body `timeout_s` after the request began (408, a
+    slowly sent body). The app's own reply to that failed read is dropped and the client gets
+    the error JSON. Starlette's RequestBodyLimitMiddleware counts the same way, but answers
+    in English plain text and has no time limit.
+    """
 
     def __init__(
-        self,
-        app: ASGIApp,
-        max_bytes: int,
-        path_prefixes: tuple[str, ...] = ("/api/",),
-        exempt_paths: tuple[str, ...] = (),
+        self, app: ASGIApp, limits: list[BodyLimit], default_bytes: int, timeout_s: float
     ):
         self.app = app
-        self.max_bytes = max_bytes
-        self.path_prefixes = path_prefixes
-        self.exempt_paths = exempt_paths  # exact paths with a limit of their own
+        self.limits = limits
+        self.default_bytes = default_bytes
+        self.timeout_s = timeout_s
+
+    def limit_for(self, path: str) -> int:
+        return next((limit.max_bytes for limit in self.limits if limit.matches(path)), self.default_bytes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            scope["type"] != "http"
-            or not scope["path"].startswith(self.path_prefixes)
-            or scope["path"] in self.exempt_paths
-        ):
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        max_bytes = self.limit_for(scope["path"])
         declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
-            await self._refuse(send)
+        if declared is not None and (not declared.isdigit() or int(declared) > max_bytes):
+            await _refusal(413, max_bytes)(scope, receive, send)
             return
-        if declared is not None:
-            await self.app(scope, receive, send)
+        deadline = time.monotonic() + self.timeout_s
+        received = 0
+        complete = False
+        refused: int | None = None  # the status we answer instead of the app
+        response_started = False
+
+        async def limited_receive() -> Message:
+            nonlocal received, complete, refused
+            if refused is not None:
+                raise _BodyRefused(refused)
+            if complete:  # only http.disconnect can come now: wait for it as long as it takes
+                return await receive()
+            try:
+                async with asyncio.timeout(max(deadline - time.monotonic(), 0)):
+                    message = await receive()
+            except TimeoutError:
+                refused = 408
+                raise _BodyRefused(refused) from None
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > max_bytes:
+                    refused = 413
+                    raise _BodyRefused(refused)
+                complete = not message.get("more_body", False)
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            nonlocal response_started
+            if refused is not None and not response_started:
+                return  # the app's answer to the read we failed
+            if message["type"] == "http.response.start":
+                response_started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, guarded_send)
+        except Exception:
+            if refused is None or response_started:
+                raise
+        if refused is not None and not response_started:
+            await _refusal(refused, max_bytes)(scope, receive, send)
+
+
+def _size_text(size: int) -> str:
+    return f"{size / 1024 / 1024:g} MB" if size >= 1024 * 1024 else f"{size // 1024} KB"
+
+
+def _refusal(status: int, max_bytes: int) -> JSONResponse:
+    """The 413 or 408 answer; the connection is closed, since the body was not read."""
+    if status == 408:
+        body = error_body("body_timeout", "请求体发送超时，请重试。")
+    else:
+        body = error_body("too_large", f"请求体过大（最多 {_size_text(max_bytes)}）。")
+    return JSONResponse(body, status_code=status, headers={"connection": "close"})
+
+
+# Gradio routes the chat page does not use that take files from anyone and keep them in
+# Gradio's temp folder, which Gradio then serves back: closed (the page has no file input).
+CLOSED_GRADIO_PATHS = frozenset(
+    f"/gradio_api/{name}"
+    for name in ("upload", "upload_progress", "process_recording", "component_server")
+)
+
+
+class ClosedRoutes:
+    """Answers 404 (the error JSON) for `paths` under the chat page, before Gradio sees the
+    request. Paths are compared with repeated and trailing slashes removed."""
+
+    def __init__(self, app: ASGIApp, paths: frozenset[str] = CLOSED_GRADIO_PATHS):
+        self.app = app
+        self.paths = paths
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and _normalised(scope["path"]) in self.paths:
+            closed = JSONResponse(error_body("http_404", HTTP_STATUS_MESSAGES[404]), status_code=404)
+            await closed(scope, receive, send)
             return
-        # No Content-Length (chunked): read it here, bounded, then replay it to the app.
-        body = bytearray()
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                await self.app(scope, _replay([message]), send)
-                return
-            body.extend(message.get("body", b""))
-            if len(body) > self.max_bytes:
-                await self._refuse(send)
-                return
-            if not message.get("more_body", False):
-                break
-        await self.app(scope, _replay([{"type": "http.request", "body": bytes(body)}], receive), send)
-
-    async def _refuse(self, send: Send) -> None:
-        kib = self.max_bytes // 1024
-        payload = json.dumps(
-            error_body("too_large", f"请求体过大（最多 {kib} KB）。"), ensure_ascii=False
-        ).encode("utf-8")
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(payload)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": payload})
+        await self.app(scope, receive, send)
 
 
-def _replay(messages: list[Message], then: Receive | None = None) -> Receive:
-    pending = list(messages)
-
-    async def receive() -> Message:
-        if pending:
-            return pending.pop(0)
-        if then is not None:
-            return await then()
-        return {"type": "http.disconnect"}
-
-    return receive
+def _normalised(path: str) -> str:
+    return re.sub(r"/{2,}", "/", path).rstrip("/")
 
 
 class RequestLog:
@@ -242,17 +311,16 @@ def create_app(settings: Settings, assistant: "Assistant | None" = None) -> Fast
     app.state.settings = settings
     app.state.assistant = assistant
     app.state.feedback = FeedbackStore(settings.feedback_db)
+    app.state.issued_answers = IssuedAnswers()  # what /api/feedback may rate, by answer_id
     kb.install(app, settings)  # app.state.rebuild: background rebuilds swap app.state.assistant
     install_error_handlers(app)
     app.add_middleware(
-        BodySizeLimit, max_bytes=settings.max_request_bytes, exempt_paths=(kb.UPLOAD_PATH,)
+        RequestBodyLimits,
+        limits=body_limits(settings),
+        default_bytes=settings.max_chat_request_bytes,
+        timeout_s=settings.request_body_timeout_s,
     )
-    # Document uploads get the document size limit; ui.kb checks the file itself exactly.
-    app.add_middleware(
-        BodySizeLimit,
-        max_bytes=settings.max_document_bytes + kb.UPLOAD_OVERHEAD_BYTES,
-        path_prefixes=(kb.UPLOAD_PATH,),
-    )
+    app.add_middleware(ClosedRoutes)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -292,12 +292,21 @@ async def read_capped_body(request: Request, max_bytes: int) -> bytes:
     return bytes(body)
 
 
+# Fields read as text (by us or by wechatpy's reply): markup inside one would reach wechatpy
+# as a dict, not a string. Event containers such as <ScanCodeInfo> may nest, and are not read.
+TEXT_FIELDS = frozenset({
+    "ToUserName", "FromUserName", "CreateTime", "MsgType", "Content", "MsgId", "MsgID",
+    "Event", "EventKey", "Recognition", "Encrypt", "AgentID",
+})
+
+
 def parse_flat_xml(xml: bytes | str) -> dict[str, str]:
     """The children of a WeChat-style `<xml>` root as tag -> text, parsed with defusedxml so
     that DTDs, entity declarations (billion laughs) and external references are refused
     before the text reaches wechatpy's own parser.
 
-    :raises BotRequestError: (400) for malformed or unsafe XML, or a root other than <xml>.
+    :raises BotRequestError: (400) for malformed or unsafe XML, a root other than <xml>, or
+        elements inside a text field (`<Content>a<b>b</b></Content>`).
     """
     try:
         root = defused_fromstring(xml, forbid_dtd=True, forbid_entities=True, forbid_external=True)
@@ -307,6 +316,8 @@ def parse_flat_xml(xml: bytes | str) -> dict[str, str]:
         raise BotRequestError(400, "XML 格式错误") from None
     if root.tag != "xml":
         raise BotRequestError(400, "XML 根元素应为 <xml>")
+    if any(child.tag in TEXT_FIELDS and len(child) for child in root):
+        raise BotRequestError(400, "消息字段中不能包含 XML 元素")
     return {child.tag: (child.text or "") for child in root}
 
 

@@ -147,9 +147,21 @@ def _document_choices(assistant_source: AssistantSource) -> list[tuple[str, str]
     return [(document.title, document.doc_id) for document in assistant.documents]
 
 
+def chat_messages(turns: Sequence[dict]) -> list[dict]:
+    """The chatbot's messages for `turns`: each question, then its reply."""
+    messages = []
+    for turn in turns:
+        messages.append({"role": "user", "content": turn["question"]})
+        messages.append({"role": "assistant", "content": turn["reply"]})
+    return messages
+
+
 class ChatHandlers:
-    """The page's event callbacks. Conversation state lives in the browser session
-    (`turns`: one dict per question, aligned with the assistant messages)."""
+    """The page's event callbacks. The conversation lives on the server, in the session's
+    `turns` (one dict per question: question, history, answer, reply), and the chatbot only
+    shows it: the browser never sends the conversation back, so no client-made message is
+    ever validated (whose errors Gradio prints with their text, whatever log_questions says)
+    or rendered."""
 
     def __init__(
         self, settings: Settings, assistant_source: AssistantSource, feedback: FeedbackStore
@@ -161,7 +173,6 @@ class ChatHandlers:
     def ask(
         self,
         question: str,
-        messages: list[dict],
         turns: list[dict],
         documents: list[str] | None,
         in_force_only: bool,
@@ -169,7 +180,7 @@ class ChatHandlers:
         """Append the question and its answer; returns (messages, turns, cleared textbox)."""
         question = (question or "").strip()
         if not question:
-            return messages, turns, ""
+            return chat_messages(turns), turns, ""
         earlier = [turn["question"] for turn in turns if turn.get("answer")]
         keep = self.settings.max_history_turns
         history = earlier[-keep:] if keep else []
@@ -191,13 +202,9 @@ class ChatHandlers:
             except Exception:
                 log.exception("chat question failed")
                 reply = CHAT_ERROR
-        turn = {"question": question, "history": history, "answer": answer}
-        messages = [
-            *messages,
-            {"role": "user", "content": question},
-            {"role": "assistant", "content": reply},
-        ]
-        return messages, [*turns, turn], ""
+        turn = {"question": question, "history": history, "answer": answer, "reply": reply}
+        turns = [*turns, turn]
+        return chat_messages(turns), turns, ""
 
     def rate(self, turns: list[dict], event: gr.LikeData) -> list[dict]:
         """Store a thumbs up/down on the rated answer. A changed or taken-back rating
@@ -286,7 +293,7 @@ def build_chat(
                 elem_id="pqa-examples",
             )
 
-        ask_inputs = [question, chatbot, turns, documents, in_force_only]
+        ask_inputs = [question, turns, documents, in_force_only]
         ask_outputs = [chatbot, turns, question]
         question.submit(handlers.ask, ask_inputs, ask_outputs, api_name=False)
         send.click(handlers.ask, ask_inputs, ask_outputs, api_name=False)

@@ -56,7 +56,9 @@ def serve(
 ) -> None:
     """Serve the chat page at / and the JSON API at /api (docs at /docs).
 
-    Loads the index once at start-up, building it first if the index directory is empty.
+    Loads the index once at start-up, building it first if the index directory is empty,
+    and rebuilds it in the background when the corpus changed since it was built (e.g. a
+    document stored just before a crash); /readyz shows that rebuild.
 
     Examples:
 
@@ -69,6 +71,7 @@ def serve(
     import uvicorn
 
     from ui.app import create_app
+    from ui.kb import rebuild_if_corpus_changed
 
     settings = settings_with(
         host=host,
@@ -84,6 +87,8 @@ def serve(
         f"chat at http://{settings.host}:{settings.port}/ , API docs at /docs"
     )
     app = create_app(settings, assistant=assistant)
+    if rebuild_if_corpus_changed(app) is not None:
+        click.echo("the corpus changed since the index was built: rebuilding it in the background")
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
 
 

@@ -28,6 +28,7 @@ HTTP_STATUS_MESSAGES = {
     403: "没有权限。",
     404: "未找到请求的地址。",
     405: "不支持该请求方法。",
+    408: "请求超时，请重试。",
     413: "请求体过大。",
     415: "不支持的内容类型，请使用 application/json。",
     429: "请求过于频繁，请稍后再试。",
@@ -73,6 +74,11 @@ FIELD_NAMES = {
     "rating": "评价",
     "answer": "答案",
     "comment": "备注",
+    "answer_id": "答案编号",
+}
+# QuestionErrors whose message names the input (unknown document ids): answered with these.
+QUESTION_MESSAGES_WITHOUT_INPUT = {
+    "unknown_document": "文档筛选中有未知的文档编号。可用的文档见 GET /api/documents。",
 }
 
 
@@ -144,8 +150,9 @@ async def _on_api_error(request: Request, error: ApiError) -> JSONResponse:
 
 
 async def _on_question_error(request: Request, error: QuestionError) -> JSONResponse:
-    details = [{"field": error.field, "message": error.message}] if error.field else []
-    return error_response(422, error.code, error.message, details)
+    message = QUESTION_MESSAGES_WITHOUT_INPUT.get(error.code, error.message)
+    details = [{"field": error.field, "message": message}] if error.field else []
+    return error_response(422, error.code, message, details)
 
 
 async def _on_http_exception(request: Request, error: StarletteHTTPException) -> JSONResponse:

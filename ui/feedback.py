@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator, Sequence
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -29,7 +33,8 @@ CREATE TABLE IF NOT EXISTS feedback (
     answer TEXT NOT NULL,
     citations TEXT NOT NULL,
     comment TEXT,
-    source TEXT NOT NULL
+    source TEXT NOT NULL,
+    answer_id TEXT
 )
 """
 
@@ -45,6 +50,7 @@ class FeedbackItem:
     citations: tuple[dict, ...]  # answer["citations"], kept apart for querying
     comment: str | None
     source: str  # "chat" or "api"
+    answer_id: str | None = None  # the id /api/ask issued with the answer (API feedback)
 
     def to_dict(self) -> dict:
         return {
@@ -57,6 +63,7 @@ class FeedbackItem:
             "citations": list(self.citations),
             "comment": self.comment,
             "source": self.source,
+            "answer_id": self.answer_id,
         }
 
     def to_eval_candidate(self) -> dict:
@@ -105,6 +112,10 @@ class FeedbackStore:
         connection = sqlite3.connect(self.path, timeout=10)
         try:
             connection.execute(_SCHEMA)
+            columns = {row[1] for row in connection.execute("PRAGMA table_info(feedback)")}
+            if "answer_id" not in columns:  # a database written before answer ids existed
+                with connection:
+                    connection.execute("ALTER TABLE feedback ADD COLUMN answer_id TEXT")
             with connection:
                 yield connection
         finally:
@@ -118,8 +129,9 @@ class FeedbackStore:
         history: Sequence[str] = (),
         comment: str | None = None,
         source: str = "chat",
+        answer_id: str | None = None,
     ) -> FeedbackItem:
-        """Store one rating of `answer` (an `Answer.to_dict()`).
+        """Store one rating of `answer` (an `Answer.to_dict()`, as the server gave it).
 
         :raises ValueError: when `rating` is not "up" or "down".
         """
@@ -130,7 +142,7 @@ class FeedbackStore:
         with self._connect() as connection:
             cursor = connection.execute(
                 "INSERT INTO feedback (created_at, rating, question, history, answer, citations,"
-                " comment, source) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                " comment, source, answer_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     created_at,
                     rating,
@@ -140,6 +152,7 @@ class FeedbackStore:
                     json.dumps(citations, ensure_ascii=False),
                     comment,
                     source,
+                    answer_id,
                 ),
             )
             row_id = int(cursor.lastrowid)
@@ -153,6 +166,7 @@ class FeedbackStore:
             citations=tuple(citations),
             comment=comment,
             source=source,
+            answer_id=answer_id,
         )
 
     def retract(self, item_id: int) -> bool:
@@ -188,6 +202,7 @@ class FeedbackStore:
                 citations=tuple(json.loads(row["citations"])),
                 comment=row["comment"],
                 source=row["source"],
+                answer_id=row["answer_id"],
             )
             for row in rows
         ]
@@ -201,3 +216,62 @@ class FeedbackStore:
             for candidate in candidates:
                 handle.write(json.dumps(candidate, ensure_ascii=False) + "\n")
         return len(candidates)
+
+
+@dataclass(frozen=True)
+class IssuedAnswer:
+    """An answer as /api/ask gave it, with what it answered."""
+
+    question: str
+    history: tuple[str, ...]
+    answer: dict  # Answer.to_dict()
+
+
+class IssuedAnswers:
+    """The answers /api/ask handed out lately, by the `answer_id` sent with each, so that
+    /api/feedback stores the server's own copy of the rated answer, never text a client
+    sends back.
+
+    In memory only (questions are not kept on disk unless rated); thread-safe. Holds at most
+    `max_entries`, the oldest dropped first, each for `ttl_s` seconds.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_entries: int = 10_000,
+        ttl_s: float = 24 * 3600,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        if max_entries < 1 or ttl_s <= 0:
+            raise ValueError("max_entries and ttl_s must be positive")
+        self.max_entries = max_entries
+        self.ttl_s = ttl_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._answers: OrderedDict[str, tuple[float, IssuedAnswer]] = OrderedDict()
+
+    def issue(self, question: str, history: Sequence[str], answer: dict) -> str:
+        """Keeps `answer` and returns its new id (32 hex digits, unguessable)."""
+        answer_id = uuid.uuid4().hex
+        now = self._clock()
+        with self._lock:
+            self._answers[answer_id] = (now, IssuedAnswer(question, tuple(history), answer))
+            while self._answers:
+                oldest_id, (issued_at, _) = next(iter(self._answers.items()))
+                if now - issued_at <= self.ttl_s and len(self._answers) <= self.max_entries:
+                    break
+                del self._answers[oldest_id]
+        return answer_id
+
+    def get(self, answer_id: str) -> IssuedAnswer | None:
+        """The answer issued as `answer_id`; None when unknown or expired."""
+        with self._lock:
+            entry = self._answers.get(answer_id)
+            if entry is None or self._clock() - entry[0] > self.ttl_s:
+                return None
+            return entry[1]
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._answers)

@@ -6,7 +6,9 @@
     GET    /api/reindex          where rebuilding stands (also in /readyz under "rebuild")
 
 Admin routes need `settings.admin_api_key` (`Authorization: Bearer <key>` or `X-API-Key`)
-and are off (503) while no key is configured.
+and are off (503) while no key, or one shorter than `MIN_ADMIN_KEY_CHARS`, is configured. The
+key is checked before the request body is read (`AdminRoute`), so nothing of an upload without
+the key is received.
 
 Every change is followed by a background rebuild (`RebuildManager`): one at a time, and a
 request arriving during a rebuild queues exactly one more, which will include it. Each
@@ -20,17 +22,17 @@ from __future__ import annotations
 import hmac
 import logging
 import shutil
-import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fastapi import APIRouter, FastAPI, File, Form, Request, UploadFile
+from fastapi import APIRouter, FastAPI, File, Form, Request, Response, UploadFile
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 
 from corpus.library import (
     AddedDocument,
@@ -38,6 +40,8 @@ from corpus.library import (
     DuplicateDocumentError,
     Library,
     LibraryError,
+    remove_abandoned_upload_folders,
+    upload_temp_folder,
 )
 from corpus.models import Document
 from corpus.settings import Settings
@@ -53,8 +57,15 @@ UPLOAD_PATH = "/api/documents"
 # against settings.max_document_bytes exactly while it is read.
 UPLOAD_OVERHEAD_BYTES = 256 * 1024
 _READ_BLOCK = 1 << 20
+# A key a person can guess or brute-force over HTTP is no key: shorter ones keep the API off.
+MIN_ADMIN_KEY_CHARS = 16
 ADMIN_OFF = "管理接口未启用：请在服务端设置 POLICYQA_ADMIN_API_KEY 后重启。"
+ADMIN_KEY_SHORT = (
+    f"管理接口未启用：POLICYQA_ADMIN_API_KEY 过短（至少 {MIN_ADMIN_KEY_CHARS} 个字符），请更换后重启。"
+)
 ADMIN_KEY_WRONG = "管理密钥缺失或错误（请使用 Authorization: Bearer <密钥> 或 X-API-Key 请求头）。"
+DOCUMENT_NOT_FOUND = "未找到该文档。可用的文档见 GET /api/documents。"
+REPLACED_NOT_FOUND = "未找到要替代的文档。可用的文档见 GET /api/documents。"
 STATUS_FOR_CODE = {
     "not_found": 404,
     "invalid": 422,
@@ -202,12 +213,41 @@ def build_and_publish(settings: Settings) -> tuple["Assistant", BuildOutcome]:
 
 def install(app: FastAPI, settings: Settings) -> None:
     """Gives `app` its rebuild manager (`app.state.rebuild`), whose new assistants replace
-    `app.state.assistant` in one assignment."""
+    `app.state.assistant` in one assignment, and removes the upload folders of processes
+    that died mid-upload."""
 
     def go_live(assistant: "Assistant") -> None:
         app.state.assistant = assistant
 
     app.state.rebuild = RebuildManager(settings, on_ready=go_live)
+    if removed := remove_abandoned_upload_folders():
+        log.info("removed %d upload folder(s) left by processes that died mid-upload", removed)
+    if settings.admin_api_key and len(settings.admin_api_key) < MIN_ADMIN_KEY_CHARS:
+        log.error("admin API off: POLICYQA_ADMIN_API_KEY is shorter than %d characters",
+                  MIN_ADMIN_KEY_CHARS)
+
+
+def _document_state(documents: Sequence[Document]) -> dict[str, dict]:
+    return {document.doc_id: document.to_dict() for document in documents}  # text: by hash
+
+
+def corpus_differs_from(indexed: Sequence[Document], settings: Settings) -> bool:
+    """Whether the corpus folder and catalogue now hold other documents (or other text or
+    metadata) than `indexed`, the documents of the serving index."""
+    loaded = Library(settings).load()
+    return _document_state(loaded.documents) != _document_state(indexed)
+
+
+def rebuild_if_corpus_changed(app: FastAPI) -> int | None:
+    """At start-up: when the corpus differs from the serving index (a document stored and
+    acknowledged just before a crash, before its rebuild finished; a `policyqa add
+    --no-build`), asks for a rebuild, which /readyz then shows. Returns its ticket, or None
+    when the index is current or none is loaded."""
+    assistant = app.state.assistant
+    if assistant is None or not corpus_differs_from(assistant.documents, app.state.settings):
+        return None
+    log.warning("the corpus changed since the index was built: rebuilding in the background")
+    return app.state.rebuild.request()
 
 
 def rebuild_fields(app: FastAPI) -> dict[str, Any]:
@@ -218,7 +258,23 @@ def rebuild_fields(app: FastAPI) -> dict[str, Any]:
 
 # --- the admin API ------------------------------------------------------------------------------
 
-router = APIRouter(tags=["知识库管理 Knowledge base"])
+
+class AdminRoute(APIRoute):
+    """A route that checks the admin key (`require_admin`) before FastAPI reads and parses
+    the request body: an upload without the key is refused before any of it is received, and
+    a request missing its form fields gets 401, not 422."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handle = super().get_route_handler()
+
+        async def handle_if_admin(request: Request) -> Response:
+            require_admin(request)
+            return await handle(request)
+
+        return handle_if_admin
+
+
+router = APIRouter(tags=["知识库管理 Knowledge base"], route_class=AdminRoute)
 
 ADMIN_RESPONSES: dict[int | str, dict[str, Any]] = {
     401: {"description": "管理密钥缺失或错误 / wrong or missing admin key"},
@@ -227,10 +283,13 @@ ADMIN_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 
 def require_admin(request: Request) -> None:
-    """:raises ApiError: 503 while no admin key is configured, 401 for a wrong or missing one."""
+    """:raises ApiError: 503 while no admin key (or one too short) is configured, 401 for a
+    wrong or missing one."""
     expected = request.app.state.settings.admin_api_key
     if not expected:
         raise ApiError(503, "admin_disabled", ADMIN_OFF)
+    if len(expected) < MIN_ADMIN_KEY_CHARS:
+        raise ApiError(503, "admin_disabled", ADMIN_KEY_SHORT)
     given = request.headers.get("x-api-key")
     if given is None:
         scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
@@ -247,8 +306,9 @@ def _library(request: Request) -> Library:
     return Library(request.app.state.settings)
 
 
-def _library_error(error: LibraryError) -> JSONResponse:
-    body = error_body(error.code, error.message)
+def _library_error(error: LibraryError, not_found: str = DOCUMENT_NOT_FOUND) -> JSONResponse:
+    # An unknown id is the client's input: the library's message names it, the API does not.
+    body = error_body(error.code, not_found if error.code == "not_found" else error.message)
     if isinstance(error, DuplicateDocumentError):
         body["duplicate_of"] = error.doc_id
     return JSONResponse(body, status_code=STATUS_FOR_CODE.get(error.code, 422))
@@ -285,6 +345,7 @@ def _receive_upload(upload: UploadFile, folder: Path, limit: int) -> Path:
 @router.post(
     UPLOAD_PATH,
     status_code=201,
+    form_limits={"max_files": 1, "max_fields": 20, "max_part_size": 4096},
     responses={**ADMIN_RESPONSES, 409: {"description": "重复文件 / duplicate"},
                413: {"description": "文件过大"}, 415: {"description": "不支持的类型"},
                422: {"description": "文件无法读取"}},
@@ -309,10 +370,9 @@ def upload_document(
     dates). With `replaces`, the old document is marked superseded, or removed with
     `remove_replaced`. Answers 201 with the document and a rebuild `ticket`: the document
     is searchable once /readyz's `rebuild.applied` reaches it."""
-    require_admin(request)
     settings: Settings = request.app.state.settings
     metadata = DocumentMetadata(title, issuer, doc_number, date, kind, status, effective_date, region)
-    folder = Path(tempfile.mkdtemp(prefix="policyqa-upload-"))
+    folder = upload_temp_folder()
     try:
         received = _receive_upload(file, folder, settings.max_document_bytes)
         added: AddedDocument = _library(request).add(
@@ -323,7 +383,7 @@ def upload_document(
             remove_replaced=remove_replaced,
         )
     except LibraryError as error:
-        return _library_error(error)
+        return _library_error(error, not_found=REPLACED_NOT_FOUND)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     manager = _manager(request)
@@ -349,7 +409,6 @@ def upload_document(
 def remove_document(doc_id: str, request: Request) -> Any:
     """Take a document out of the knowledge base (its original is kept in the corpus
     folder's .removed/) and rebuild the index in the background."""
-    require_admin(request)
     try:
         removed = _library(request).remove(doc_id)
     except LibraryError as error:
@@ -369,7 +428,6 @@ def reindex(request: Request) -> Any:
     """Rebuild the index from the corpus folder in the background (e.g. after `policyqa
     add --no-build`). The service answers from the current index until the new one is
     loaded. Answers 202 with a `ticket`."""
-    require_admin(request)
     manager = _manager(request)
     ticket = manager.request()
     return JSONResponse(_rebuild_reply(manager, ticket), status_code=202)
@@ -378,5 +436,4 @@ def reindex(request: Request) -> Any:
 @router.get("/api/reindex", responses=ADMIN_RESPONSES, summary="重建状态 / Rebuild status")
 def reindex_status(request: Request) -> Any:
     """Whether a rebuild is running or queued, and how the last one went."""
-    require_admin(request)
     return {"rebuild": _manager(request).status().to_dict()}

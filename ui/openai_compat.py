@@ -23,16 +23,16 @@ from collections.abc import Iterator
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from corpus.settings import Settings
 from qa.errors import QuestionError
 from qa.models import Answer
 from ui.bots import REFUSAL_TEXT, BotRequestError, book_title, read_capped_body
 from ui.render import MARKDOWN_MARKS, confidence_text, mark_span
+from ui.schemas import has_lone_surrogate
 
 MODEL_ID = "policy-qa"
-MAX_BODY_BYTES = 1024 * 1024
 _STREAM_PIECE = re.compile(r"[^。！？；!?;\n]*[。！？；!?;\n]*")
 
 
@@ -42,12 +42,29 @@ class ContentPart(BaseModel):
     type: str
     text: str | None = None
 
+    @field_validator("text")
+    @classmethod
+    def _text_encodable(cls, value: str | None) -> str | None:
+        return _reject_surrogates(value)
+
+
+def _reject_surrogates(value: str | None) -> str | None:
+    # A lone "\ud800" decodes from JSON but cannot be encoded again: the reply would fail.
+    if value is not None and has_lone_surrogate(value):
+        raise ValueError("contains a lone UTF-16 surrogate")
+    return value
+
 
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     role: str
     content: str | list[ContentPart] | None = None
+
+    @field_validator("content")
+    @classmethod
+    def _content_encodable(cls, value: str | list[ContentPart] | None):
+        return _reject_surrogates(value) if isinstance(value, str) else value
 
     def text(self) -> str:
         if isinstance(self.content, list):
@@ -141,7 +158,7 @@ class ChatCompletionBuilder:
 
 
 def _validation_summary(error: ValidationError) -> str:
-    first = error.errors()[0]
+    first = error.errors(include_input=False)[0]
     location = ".".join(str(part) for part in first["loc"]) or "body"
     return f"Invalid request body: {location}: {first['msg']}"
 
@@ -154,6 +171,7 @@ def create_router(settings: Settings) -> APIRouter:
     api_key = settings.openai_api_key
     max_history_turns = settings.max_history_turns
     log_questions = settings.log_questions
+    max_body_bytes = settings.max_openai_request_bytes
 
     def refused_key(request: Request) -> JSONResponse | None:
         if not api_key:
@@ -189,12 +207,13 @@ def create_router(settings: Settings) -> APIRouter:
         if refused := refused_key(request):
             return refused
         try:
-            body = await read_capped_body(request, MAX_BODY_BYTES)
+            body = await read_capped_body(request, max_body_bytes)
             parsed = ChatCompletionRequest.model_validate(json.loads(body))
         except BotRequestError as error:
             return openai_error(error.status_code, "Request body too large.",
                                 "invalid_request_error", "request_too_large")
-        except (json.JSONDecodeError, UnicodeDecodeError):
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+            # RecursionError: JSON nested deeper than the parser goes ("[[[[...").
             return openai_error(400, "Request body is not valid JSON.",
                                 "invalid_request_error", "invalid_json")
         except ValidationError as error:

@@ -122,7 +122,7 @@ class CitationOut(BaseModel):
 
 
 class AskResponse(BaseModel):
-    """The answer: `Answer.to_dict()` of the QA layer."""
+    """The answer: `Answer.to_dict()` of the QA layer, with the `answer_id` to rate it by."""
 
     model_config = ConfigDict(
         extra="allow",
@@ -151,6 +151,7 @@ class AskResponse(BaseModel):
                     "notice": None,
                     "confidence": 0.93,
                     "confidence_label": "高",
+                    "answer_id": "5f0c3a9e2b7d4c1e8a6f9b0d3e2c1a47",
                 }
             ]
         },
@@ -194,6 +195,12 @@ class AskResponse(BaseModel):
         "高 (high), 中 (medium) or 低 (low).",
         examples=["高"],
     )
+    answer_id: str | None = Field(
+        default=None,
+        description="答案编号：评价答案（POST /api/feedback）时引用，24 小时内有效。The id to "
+        "rate this answer with in POST /api/feedback, valid for 24 hours.",
+        examples=["5f0c3a9e2b7d4c1e8a6f9b0d3e2c1a47"],
+    )
 
 
 class DocumentSummary(BaseModel):
@@ -233,17 +240,34 @@ class FeedbackAnswer(AskResponse):
 
 
 class FeedbackRequest(BaseModel):
+    """A rating of an answer /api/ask gave, named by its `answer_id`: the server stores its
+    own copy of that answer and its question, not what a client sends."""
+
     model_config = ConfigDict(extra="forbid")
 
     rating: str = Field(
         pattern="^(up|down)$", description="up（有用）或 down（没用）。", examples=["down"]
     )
-    question: str = Field(max_length=5000, description="被评价的问题。The question asked.")
-    history: list[str] = Field(
-        default_factory=list, max_length=50, description="此前的问题。Earlier questions."
+    answer_id: str = Field(
+        pattern="^[0-9a-f]{32}$",
+        description="POST /api/ask 返回的 answer_id。The answer_id /api/ask returned.",
+        examples=["5f0c3a9e2b7d4c1e8a6f9b0d3e2c1a47"],
     )
-    answer: FeedbackAnswer = Field(description="POST /api/ask 返回的答案。The answer as returned.")
     comment: str | None = Field(default=None, max_length=2000, description="备注。Free text.")
+    # Sent by clients written before answer ids; accepted and ignored.
+    question: str | None = Field(
+        default=None, max_length=5000, deprecated=True,
+        description="已弃用，忽略：以服务端记录的问题为准。Ignored: the server's record is stored.",
+    )
+    history: list[str] = Field(
+        default_factory=list, max_length=50, deprecated=True,
+        description="已弃用，忽略。Ignored.",
+    )
+    answer: FeedbackAnswer | None = Field(
+        default=None, deprecated=True,
+        description="已弃用，忽略：以 answer_id 对应的答案为准。Ignored: the answer issued as "
+        "answer_id is stored.",
+    )
 
     @field_validator("question", "comment")
     @classmethod

@@ -3,7 +3,9 @@
 Implements WeChat's callback protocol with wechatpy: `GET` URL verification (SHA-1 signature
 over token, timestamp and nonce; echo `echostr`) and `POST` messages answered with a passive
 XML reply, in plain mode or safe mode (`encrypt_type=aes`: AES with the EncodingAESKey,
-`msg_signature` over the encrypted body). Answering is `ui.bots.BotResponder`'s job.
+`msg_signature` over the encrypted body). Once an EncodingAESKey is configured, only safe
+mode is accepted: a plain-mode signature does not cover the body, so one signed URL would let
+anyone post as any user. Answering is `ui.bots.BotResponder`'s job.
 
 Configuration (env `POLICYQA_WECHAT_TOKEN`, `POLICYQA_WECHAT_AES_KEY`,
 `POLICYQA_WECHAT_APP_ID`) is described in docs/bots.md.
@@ -34,6 +36,7 @@ class WeChatEnvelope:
 
     def __init__(self, settings: Settings):
         self.token = settings.wechat_token
+        self.safe_mode_only = bool(settings.wechat_aes_key)
         self.crypto = (
             WeChatCrypto(settings.wechat_token, settings.wechat_aes_key, settings.wechat_app_id)
             if settings.wechat_token and settings.wechat_aes_key and settings.wechat_app_id
@@ -52,9 +55,12 @@ class WeChatEnvelope:
         """The message XML inside `body`, checked with defusedxml.
 
         :raises BotRequestError: 400 for malformed or unsafe XML, 403 for a wrong
-            msg_signature, 503 when safe mode is requested but not configured.
+            msg_signature or a plain-mode message while an AES key is configured, 503 when
+            safe mode is requested but not configured.
         """
         outer = parse_flat_xml(body)
+        if not encrypted and self.safe_mode_only:
+            raise BotRequestError(403, "已启用安全模式，不接受明文消息")
         if not encrypted:
             try:
                 return body.decode("utf-8")
