@@ -192,3 +192,14 @@ def test_reranker_reorders_candidates_with_a_real_cross_encoder(seed_index, seed
     scores = [h.score for h in reranked[:8]]
     assert scores == sorted(scores, reverse=True)
     assert isinstance(Assistant.over(seed_index, settings).retriever.reranker, Reranker)
+
+
+def test_day_one_questions_of_the_chat_page(assistant):
+    """Two questions a new user asks first: the figure, then a follow-up about the same
+    district (the reader reads it as one whole question)."""
+    area = assistant.ask("虹桥国际中央商务区的规划面积是多少？")
+    assert area.answered and "151" in area.span and area.span in area.answer
+    districts = assistant.ask("那它涉及哪几个区？", [area.question])
+    assert districts.answered
+    assert all(name in districts.answer for name in ("长宁", "闵行", "青浦", "嘉定"))
+    assert 0.0 < districts.confidence <= 1.0 and districts.confidence_label in {"高", "中", "低"}
