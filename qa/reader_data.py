@@ -36,7 +36,8 @@ class ReadingExample:
 
 
 def file_digest(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def _relocate(context: str, text: str, start: int) -> int | None:

@@ -33,6 +33,7 @@ import httpx
 import pytest
 from wechatpy.crypto import WeChatCrypto
 
+from helpers import copy_seed_corpus
 from corpus.settings import PROJECT_ROOT, Settings
 from qa.errors import QuestionError
 from qa.models import Answer, Citation
@@ -75,21 +76,6 @@ class StandInAssistant:
             answer=quote, answered=True, query=question, question=question,
             citations=(citation,), passages=(citation,), confidence=0.9,
         )
-
-
-def copy_seed_corpus(work: Path, **overrides) -> Settings:
-    corpus_dir = work / "corpus"
-    shutil.copytree(PROJECT_ROOT / "corpus" / "documents", corpus_dir)
-    shutil.copyfile(PROJECT_ROOT / "corpus" / "catalogue.json", work / "catalogue.json")
-    return Settings(
-        corpus_dir=corpus_dir,
-        catalogue_path=work / "catalogue.json",
-        index_dir=work / "index",
-        data_dir=work,
-        cache_dir=work / "cache",
-        feedback_db=work / "feedback.sqlite3",
-        **overrides,
-    )
 
 
 def instant_rebuilds(settings: Settings, assistant):

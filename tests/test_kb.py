@@ -24,6 +24,7 @@ import pytest
 from click.testing import CliRunner
 
 from corpus.library import DocumentMetadata, Library, LibraryError, extract_metadata
+from helpers import copy_seed_corpus
 from corpus.settings import PROJECT_ROOT, Settings
 
 ADMIN_KEY = "test-admin-key-4f1c"
@@ -71,19 +72,7 @@ EXHIBITION_QUESTION = "会展活动扶持资金最高是多少？"
 
 
 def kb_settings(work: Path, **overrides) -> Settings:
-    corpus_dir = work / "corpus"
-    if not corpus_dir.exists():
-        shutil.copytree(PROJECT_ROOT / "corpus" / "documents", corpus_dir)
-        shutil.copyfile(PROJECT_ROOT / "corpus" / "catalogue.json", work / "catalogue.json")
-    return Settings(
-        corpus_dir=corpus_dir,
-        catalogue_path=work / "catalogue.json",
-        index_dir=work / "index",
-        data_dir=work,
-        cache_dir=PROJECT_ROOT / "var" / "cache",
-        feedback_db=work / "feedback.sqlite3",
-        **overrides,
-    )
+    return copy_seed_corpus(work, cache_dir=PROJECT_ROOT / "var" / "cache", **overrides)
 
 
 @dataclass
