@@ -43,7 +43,7 @@ class Chunker:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "Chunker":
-        return cls(settings.chunk_size, settings.chunk_overlap)
+        return cls(settings.corpus.chunk_size, settings.corpus.chunk_overlap)
 
     def run(self, document: Document) -> list[Chunk]:
         chunks: list[Chunk] = []
@@ -149,7 +149,7 @@ def _trimmed(text: str, start: int, end: int) -> tuple[int, int]:
 
 
 def chunk_documents(documents: Sequence[Document], settings: Settings) -> list[Chunk]:
-    """All chunks of the documents, in document order, sized by `settings.chunk_size` and
-    `settings.chunk_overlap`."""
+    """All chunks of the documents, in document order, sized by `settings.corpus.chunk_size` and
+    `settings.corpus.chunk_overlap`."""
     chunker = Chunker.from_settings(settings)
     return [chunk for document in documents for chunk in chunker.run(document)]

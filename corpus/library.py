@@ -1,15 +1,15 @@
 """The document store: what staff add to, replace in and remove from the knowledge base.
 
-Originals are kept byte for byte in `settings.corpus_dir` under `<doc_id>_<sha256[:16]><suffix>`
-(the seed files' naming), and each added document gets an entry in `settings.catalogue_path`,
+Originals are kept byte for byte in `settings.corpus.corpus_dir` under `<doc_id>_<sha256[:16]><suffix>`
+(the seed files' naming), and each added document gets an entry in `settings.corpus.catalogue_path`,
 so `load_corpus` and `policyqa build` see added documents with the same ids and metadata as
 the service does. Nothing is ever deleted: a removed original moves to `corpus_dir/.removed/`
 with its catalogue entry beside it (the loader skips hidden folders).
 
 Every change is checked before the corpus is touched: the file is loaded from a temporary
 copy first, so a corrupt, empty, scanned or unsupported file changes nothing. Files and the
-catalogue are replaced atomically (temp file + rename, then the directory synced so that the
-rename survives a crash), and one lock file serialises writers across processes (the CLI and
+catalogue are replaced atomically (`corpus.atomic`: temp file, fsync, rename, then the
+directory synced so that the rename survives a crash), and one lock file serialises writers across processes (the CLI and
 the server may both change the corpus).
 """
 
@@ -24,10 +24,14 @@ import re
 import shutil
 import tempfile
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
+from pydantic import ValidationError
+
+from corpus.atomic import atomic_write_bytes, rename_durably
 from corpus.loaders import (
     SUPPORTED_SUFFIXES,
     Catalogue,
@@ -37,13 +41,17 @@ from corpus.loaders import (
     load_corpus,
     load_file,
 )
-from corpus.models import Document
+from corpus.models import (
+    CatalogueEntry,
+    Document,
+    DocumentInfo,
+    DocumentMetadata,
+    Status,
+    metadata_problem,
+)
 from corpus.settings import Settings
 from corpus.text import fold
 
-# Statuses staff may give a document. "superseded" and "expired" documents stay searchable
-# but are flagged next to citations and left out of in-force-only answers.
-STATUSES = ("in force", "superseded", "expired", "excerpt", "research/opinion", "draft")
 REMOVED_DIR = ".removed"
 # Temporary folders of files being checked, named with the owning process id so that a
 # later start can tell the folders of a process that died mid-upload from live ones.
@@ -52,13 +60,11 @@ _ABANDONED_UNOWNED_S = 3600  # folders of older versions carry no pid: removed a
 _LOCK_FILE = ".library.lock"
 _DOC_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _HEAD_LINES = 15
-_FILE_MODE = 0o644
 _TAIL_LINES = 8
 # 沪府发〔2021〕2号, 国发[2020]13号, 沪虹商管【2022】76号 (after full-width folding).
 _DOC_NUMBER = re.compile(r"[\u4e00-\u9fff]{1,12}[〔\[【]\s*\d{4}\s*[〕\]】]\s*第?\s*\d{1,5}\s*号")
 _FULL_DATE = re.compile(r"(\d{4})\s*年\s*(\d{1,2})\s*月\s*(\d{1,2})\s*日")
 _MONTH_DATE = re.compile(r"(\d{4})\s*年\s*(\d{1,2})\s*月(?!\s*\d)")
-_ISO_DATE = re.compile(r"\d{4}(-\d{2}(-\d{2})?)?")
 _EFFECTIVE = re.compile(
     r"自\s*(\d{4}\s*年\s*\d{1,2}\s*月\s*\d{1,2}\s*日)\s*起\s*(?:施行|实施|执行|生效)"
 )
@@ -75,9 +81,6 @@ _KIND_BY_TITLE = (
     ("规划", "plan"),
     ("目录", "catalogue"),
     ("公告", "notice"),
-)
-_METADATA_FIELDS = (
-    "title", "issuer", "doc_number", "date", "kind", "status", "effective_date", "region"
 )
 
 
@@ -101,23 +104,6 @@ class DuplicateDocumentError(LibraryError):
         super().__init__("duplicate", f"该文件已在知识库中（文档 {doc_id}《{title}》），未重复添加。")
         self.doc_id = doc_id
         self.title = title
-
-
-@dataclass(frozen=True)
-class DocumentMetadata:
-    """Metadata given by staff; None means "read it from the document, or leave it unknown"."""
-
-    title: str | None = None
-    issuer: str | None = None
-    doc_number: str | None = None
-    date: str | None = None
-    kind: str | None = None
-    status: str | None = None
-    effective_date: str | None = None
-    region: str | None = None
-
-    def given(self) -> dict[str, str]:
-        return {key: value.strip() for key, value in asdict(self).items() if value and value.strip()}
 
 
 @dataclass(frozen=True)
@@ -187,14 +173,16 @@ def _find_date(text: str) -> str | None:
     return None
 
 
-def check_metadata(metadata: DocumentMetadata) -> None:
-    """:raises LibraryError: ("invalid") for an unknown status or a date not in ISO form."""
-    if metadata.status and metadata.status.strip() not in STATUSES:
-        raise LibraryError("invalid", f"未知的效力状态“{metadata.status}”，可选：{'、'.join(STATUSES)}。")
-    for name, label in (("date", "发文日期"), ("effective_date", "生效日期")):
-        value = getattr(metadata, name)
-        if value and not _ISO_DATE.fullmatch(value.strip()):
-            raise LibraryError("invalid", f"{label}格式应为 YYYY-MM-DD（或 YYYY-MM、YYYY），收到“{value}”。")
+def check_metadata(**values: Any) -> DocumentMetadata:
+    """The metadata staff gave (form fields, CLI flags; blank means not given).
+
+    :raises LibraryError: ("invalid") for an unknown status, a date not in ISO form, an
+        over-long field; the message names the field in Chinese.
+    """
+    try:
+        return DocumentMetadata(**values)
+    except ValidationError as error:
+        raise LibraryError("invalid", f"{metadata_problem(error)}。") from None
 
 
 def _sha256_bytes(path: Path) -> str:
@@ -203,43 +191,6 @@ def _sha256_bytes(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Makes a rename into or out of `directory` durable: without it a crash can undo the
-    rename even though the file's own data was synced."""
-    descriptor = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
-
-def _rename_durably(source: Path, target: Path) -> None:
-    """`os.replace(source, target)`, then both directories synced."""
-    os.replace(source, target)
-    _fsync_directory(Path(target).parent)
-    if Path(source).parent != Path(target).parent:
-        _fsync_directory(Path(source).parent)
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    """Writes `data` to a hidden temp file beside `path`, flushes it, then renames it over
-    `path` and syncs the directory, so readers see the old or the new content and never a
-    partial one, and the new content survives a crash once this returns."""
-    mode = path.stat().st_mode & 0o777 if path.exists() else _FILE_MODE
-    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(handle, mode)  # mkstemp makes 0600; keep the file readable as others are
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())
-        _rename_durably(Path(temp_name), path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp_name)
-        raise
 
 
 def upload_temp_folder() -> Path:
@@ -286,12 +237,12 @@ def process_running(pid: int) -> bool:
 
 
 class Library:
-    """The knowledge base on disk: `settings.corpus_dir` plus `settings.catalogue_path`."""
+    """The knowledge base on disk: `settings.corpus.corpus_dir` plus `settings.corpus.catalogue_path`."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.corpus_dir = Path(settings.corpus_dir)
-        self.catalogue_path = Path(settings.catalogue_path)
+        self.corpus_dir = Path(settings.corpus.corpus_dir)
+        self.catalogue_path = Path(settings.corpus.catalogue_path)
 
     @contextlib.contextmanager
     def _locked(self, shared: bool = False) -> Iterator[None]:
@@ -336,15 +287,14 @@ class Library:
         source = Path(source)
         name = original_name or source.name
         suffix = Path(name).suffix.lower()
-        check_metadata(metadata)
         if suffix not in SUPPORTED_SUFFIXES:
             kinds = "、".join(SUPPORTED_SUFFIXES)
             raise LibraryError(
                 "unsupported", f"不支持的文件类型“{suffix or '无扩展名'}”（支持 {kinds}）：{name}"
             )
         size = source.stat().st_size
-        if size > self.settings.max_document_bytes:
-            limit_mb = self.settings.max_document_bytes / 1024 / 1024
+        if size > self.settings.corpus.max_document_bytes:
+            limit_mb = self.settings.corpus.max_document_bytes / 1024 / 1024
             raise LibraryError("too_large", f"文件超过大小上限（{limit_mb:g} MB）：{name}")
         if doc_id is not None and not _DOC_ID.fullmatch(doc_id):
             raise LibraryError("invalid", "文档编号只能由字母、数字、_ 或 - 组成（最多 64 个字符）。")
@@ -378,7 +328,7 @@ class Library:
             # whereas a file without its entry would load under the wrong id and metadata.
             self._write_catalogue(catalogue)
             try:
-                _write_atomically(self.corpus_dir / stored_name, source.read_bytes())
+                atomic_write_bytes(self.corpus_dir / stored_name, source.read_bytes())
             except BaseException:
                 catalogue["files"].pop(stored_name, None)
                 self._write_catalogue(catalogue)
@@ -387,12 +337,11 @@ class Library:
                 self._remove_locked(replaces, current.documents)
                 replaced_action = "removed"
         stored = Document(
-            **{
-                **{key: getattr(candidate, key) for key in ("text", "sections", "content_sha256")},
-                **{key: entry.get(key) for key in _METADATA_FIELDS},
-                "doc_id": new_id,
-                "source_file": stored_name,
-            }
+            **entry,
+            source_file=stored_name,
+            text=candidate.text,
+            sections=candidate.sections,
+            content_sha256=candidate.content_sha256,
         )
         return AddedDocument(stored, stored_name, replaces, replaced_action)
 
@@ -405,7 +354,7 @@ class Library:
             shutil.copyfile(source, trial)
             try:
                 documents = load_file(
-                    trial, max_unpacked_bytes=self.settings.max_unpacked_document_bytes
+                    trial, max_unpacked_bytes=self.settings.corpus.max_unpacked_document_bytes
                 )
             except DocumentTooLargeError as error:
                 raise LibraryError("too_large", f"无法读取文件 {name}：{error.reason}") from None
@@ -438,26 +387,32 @@ class Library:
 
     @staticmethod
     def _entry(doc_id: str, candidate: Document, metadata: DocumentMetadata) -> dict:
-        found = asdict(extract_metadata(candidate.text))
-        found["title"] = candidate.title
-        found["status"] = "in force"
-        given = metadata.given()
-        entry = {"doc_id": doc_id}
-        for key in _METADATA_FIELDS:
-            entry[key] = given.get(key, found.get(key))
-        return entry
+        """The catalogue entry: what staff gave, else what the text states, status in force."""
+        entry = CatalogueEntry(**{
+            "title": candidate.title,
+            "status": Status.IN_FORCE,
+            **extract_metadata(candidate.text).given(),
+            **metadata.given(),
+            "doc_id": doc_id,
+        })
+        return entry.model_dump(mode="json", exclude={"starts_at_line", "note"})
 
     # --- replacing and removing ----------------------------------------------------------------
 
     def mark_superseded(self, doc_id: str, by: str | None = None) -> None:
-        """Flags `doc_id` as superseded (kept and searchable, cited with a note).
+        """Flags `doc_id` as superseded (kept and searchable, cited with a note), by the
+        document `by` when given.
 
-        :raises LibraryError: ("not_found") for an unknown id.
+        :raises LibraryError: ("not_found") for an unknown id, or a `by` that is unknown or
+            `doc_id` itself.
         """
         with self._locked():
             documents = load_corpus(self.settings).documents
-            if doc_id not in {document.doc_id for document in documents}:
+            known = {document.doc_id for document in documents}
+            if doc_id not in known:
                 raise LibraryError("not_found", f"文档 {doc_id} 不存在。")
+            if by is not None and by not in known - {doc_id}:
+                raise LibraryError("not_found", f"替代它的文档 {by} 不存在（或就是它本身）。")
             catalogue = self._read_catalogue()
             self._mark_superseded(catalogue, doc_id, by, documents)
             self._write_catalogue(catalogue)
@@ -469,14 +424,14 @@ class Library:
         for file_name, entry in catalogue["files"].items():
             for part in entry.get("parts", [entry]):
                 if part.get("doc_id") == doc_id:
-                    part["status"] = "superseded"
+                    part["status"] = Status.SUPERSEDED
                     part["note"] = f"{part.get('note', '')} {note}".strip()
                     return
         # A file dropped into the folder by hand has no entry yet: write one that keeps
         # what the loader made of it.
         document = next(d for d in documents if d.doc_id == doc_id)
-        entry = {key: getattr(document, key) for key in ("doc_id", *_METADATA_FIELDS)}
-        catalogue["files"][document.source_file] = {**entry, "status": "superseded", "note": note}
+        entry = document.model_dump(mode="json", include=set(DocumentInfo.model_fields))
+        catalogue["files"][document.source_file] = {**entry, "status": Status.SUPERSEDED, "note": note}
 
     def remove(self, doc_id: str) -> RemovedDocument:
         """Takes `doc_id` out of the knowledge base. Its original moves to
@@ -515,14 +470,14 @@ class Library:
         removed_dir = self.corpus_dir / REMOVED_DIR
         removed_dir.mkdir(exist_ok=True)
         kept = removed_dir / f"{stamp}_{document.source_file}"
-        _write_atomically(
+        atomic_write_bytes(
             kept.with_name(kept.name + ".json"),
             json.dumps({"file": document.source_file, "catalogue_entry": entry}, ensure_ascii=False,
                        indent=2).encode("utf-8"),
         )
         # The file leaves the corpus first (a rename, so it is never half there); the
         # catalogue entry of a missing file is harmless if we stop in between.
-        _rename_durably(self.corpus_dir / document.source_file, kept)
+        rename_durably(self.corpus_dir / document.source_file, kept)
         if entry is not None:
             self._write_catalogue(catalogue)
         return RemovedDocument(document.doc_id, document.title, document.source_file,
@@ -566,11 +521,10 @@ class Library:
         Catalogue.from_dict(data, self.catalogue_path.name)  # never write one the loader refuses
         text = json.dumps(data, ensure_ascii=False, indent=2) + "\n"
         self.catalogue_path.parent.mkdir(parents=True, exist_ok=True)
-        _write_atomically(self.catalogue_path, text.encode("utf-8"))
+        atomic_write_bytes(self.catalogue_path, text.encode("utf-8"))
 
 
 __all__ = [
-    "STATUSES",
     "AddedDocument",
     "DocumentMetadata",
     "DuplicateDocumentError",

@@ -14,14 +14,16 @@ import logging
 import re
 import zipfile
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from corpus.cleaning import Cleaner, CleanedText
-from corpus.models import Document
+from pydantic import ValidationError
+
+from corpus.models import CatalogueEntry, Document, DocumentInfo, metadata_problem
 from corpus.sections import SectionParser
-from corpus.settings import Settings
+from corpus.settings import CorpusSettings, Settings
 from corpus.text import fold, slugify
 
 logger = logging.getLogger(__name__)
@@ -31,7 +33,7 @@ _TEXT_ENCODINGS = ("utf-8-sig", "gb18030")
 _TITLE_CHARS = 80
 # A .docx of a policy document has a few dozen parts; a zip of many thousands is not one.
 _MAX_DOCX_PARTS = 5_000
-DEFAULT_MAX_UNPACKED_BYTES: int = Settings.model_fields["max_unpacked_document_bytes"].default
+DEFAULT_MAX_UNPACKED_BYTES: int = CorpusSettings.model_fields["max_unpacked_document_bytes"].default
 
 
 class DocumentLoadError(ValueError):
@@ -230,31 +232,10 @@ READERS: dict[str, Callable[[Path, int], str]] = {
 # --- the catalogue --------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class DocumentSpec:
-    """Catalogue entry of one document (one part of a file)."""
-
-    doc_id: str
-    title: str
-    issuer: str | None = None
-    doc_number: str | None = None
-    date: str | None = None
-    kind: str | None = None
-    status: str | None = None
-    effective_date: str | None = None
-    region: str | None = None
-    starts_at_line: str | None = None  # where this part begins, for files of several parts
-    keywords: tuple[str, ...] = ()  # terms the analyzer keeps whole, see Document.keywords
-
-
-_SPEC_FIELDS = {f.name for f in fields(DocumentSpec)}
-_DOC_ID = re.compile(r"[A-Za-z0-9_-]+")
-
-
 class Catalogue:
     """Which documents each file holds, with their metadata, keyed by file name."""
 
-    def __init__(self, files: Mapping[str, tuple[DocumentSpec, ...]] | None = None) -> None:
+    def __init__(self, files: Mapping[str, tuple[CatalogueEntry, ...]] | None = None) -> None:
         self.files = dict(files or {})
 
     @classmethod
@@ -276,7 +257,7 @@ class Catalogue:
         """:raises CatalogueError: naming the entry that is wrong."""
         if not isinstance(data, dict) or not isinstance(data.get("files"), dict):
             raise CatalogueError(f"文档目录 {name} 格式有误：需要一个含 \"files\" 对象的 JSON 对象")
-        files: dict[str, tuple[DocumentSpec, ...]] = {}
+        files: dict[str, tuple[CatalogueEntry, ...]] = {}
         seen_ids: dict[str, str] = {}
         for file_name, entry in data["files"].items():
             if not isinstance(entry, dict):
@@ -299,28 +280,15 @@ class Catalogue:
         return cls(files)
 
     @staticmethod
-    def _spec(part: Any, where: str) -> DocumentSpec:
+    def _spec(part: Any, where: str) -> CatalogueEntry:
         if not isinstance(part, dict):
             raise CatalogueError(f"{where}：文档条目不是对象")
-        values = {key: value for key, value in part.items() if key != "note"}
-        unknown = set(values) - _SPEC_FIELDS
-        if unknown:
-            raise CatalogueError(f"{where}：未知字段 {sorted(unknown)}")
-        if not isinstance(values.get("doc_id"), str) or not _DOC_ID.fullmatch(values["doc_id"]):
-            raise CatalogueError(f"{where}：doc_id 必须由字母、数字、_ 或 - 组成")
-        if not isinstance(values.get("title"), str) or not values["title"].strip():
-            raise CatalogueError(f"{where}：缺少 title")
-        keywords = values.pop("keywords", None) or []
-        if not isinstance(keywords, list) or not all(
-            isinstance(word, str) and word.strip() for word in keywords
-        ):
-            raise CatalogueError(f"{where}：字段 keywords 应为非空字符串的列表")
-        for key, value in values.items():
-            if value is not None and not isinstance(value, str):
-                raise CatalogueError(f"{where}：字段 {key} 应为字符串或 null")
-        return DocumentSpec(**values, keywords=tuple(word.strip() for word in keywords))
+        try:
+            return CatalogueEntry.model_validate(part)
+        except ValidationError as error:
+            raise CatalogueError(f"{where}：{metadata_problem(error)}") from None
 
-    def specs_for(self, file_name: str) -> tuple[DocumentSpec, ...]:
+    def specs_for(self, file_name: str) -> tuple[CatalogueEntry, ...]:
         return self.files.get(file_name, ())
 
 
@@ -370,8 +338,8 @@ def load_file(
 
 
 def _split_parts(
-    raw: str, specs: tuple[DocumentSpec, ...], name: str
-) -> list[tuple[DocumentSpec | None, str]]:
+    raw: str, specs: tuple[CatalogueEntry, ...], name: str
+) -> list[tuple[CatalogueEntry | None, str]]:
     """The file text cut where each later part's `starts_at_line` is."""
     if len(specs) <= 1:
         return [(specs[0] if specs else None, raw)]
@@ -395,24 +363,18 @@ def _line_key(line: str) -> str:
     return re.sub(r"\s+", "", fold(line))
 
 
-def _document(raw: str, spec: DocumentSpec | None, source_file: str, stem: str) -> Document:
+def _document(raw: str, spec: CatalogueEntry | None, source_file: str, stem: str) -> Document:
     cleaned = Cleaner().clean(raw)
     if not cleaned.text.strip():
         part = f"（{spec.doc_id}）" if spec else ""
         raise DocumentLoadError(source_file, f"没有可用的正文{part}")
-    metadata = {
-        key: getattr(spec, key)
-        for key in ("issuer", "doc_number", "date", "kind", "status", "effective_date", "region")
-    } if spec else {}
+    entry = spec or DocumentInfo(doc_id=slugify(stem), title=_first_line_title(cleaned))
     return Document(
-        doc_id=spec.doc_id if spec else slugify(stem),
-        title=spec.title if spec else _first_line_title(cleaned),
+        **entry.model_dump(exclude={"starts_at_line", "note"}),
         source_file=source_file,
         text=cleaned.text,
         sections=SectionParser().parse(cleaned),
         content_sha256=hashlib.sha256(cleaned.text.encode("utf-8")).hexdigest(),
-        keywords=spec.keywords if spec else (),
-        **metadata,
     )
 
 
@@ -422,17 +384,17 @@ def _first_line_title(cleaned: CleanedText) -> str:
 
 
 def load_corpus(settings: Settings) -> CorpusLoad:
-    """Every file in `settings.corpus_dir` (hidden files and folders skipped), in file-name
-    order, with metadata from `settings.catalogue_path`. A file that fails becomes a
+    """Every file in `settings.corpus.corpus_dir` (hidden files and folders skipped), in file-name
+    order, with metadata from `settings.corpus.catalogue_path`. A file that fails becomes a
     `LoadError` and the others still load; so does a document whose id is already taken.
     """
     errors: list[LoadError] = []
     try:
-        catalogue = Catalogue.from_path(settings.catalogue_path)
+        catalogue = Catalogue.from_path(settings.corpus.catalogue_path)
     except CatalogueError as error:
-        errors.append(LoadError(settings.catalogue_path.name, f"{error}；已按未登记文件处理"))
+        errors.append(LoadError(settings.corpus.catalogue_path.name, f"{error}；已按未登记文件处理"))
         catalogue = Catalogue()
-    corpus_dir = settings.corpus_dir
+    corpus_dir = settings.corpus.corpus_dir
     if not corpus_dir.is_dir():
         return CorpusLoad([], [LoadError(str(corpus_dir), f"文档目录不存在：{corpus_dir}")])
 
@@ -442,11 +404,11 @@ def load_corpus(settings: Settings) -> CorpusLoad:
         if path.name.startswith(".") or not path.is_file():
             continue
         try:
-            if path.stat().st_size > settings.max_document_bytes:
-                limit_mb = settings.max_document_bytes / 1024 / 1024
+            if path.stat().st_size > settings.corpus.max_document_bytes:
+                limit_mb = settings.corpus.max_document_bytes / 1024 / 1024
                 raise DocumentLoadError(path.name, f"文件超过大小上限（{limit_mb:g} MB）")
             loaded = load_file(
-                path, catalogue, max_unpacked_bytes=settings.max_unpacked_document_bytes
+                path, catalogue, max_unpacked_bytes=settings.corpus.max_unpacked_document_bytes
             )
         except DocumentLoadError as error:
             errors.append(LoadError(path.name, str(error)))

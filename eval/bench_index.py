@@ -2,7 +2,7 @@
 
 Run with `python -m eval.bench_index` (about 1.5 min of CPU for the cold build; add
 `--skip-cold` to time only a rebuild against the project's embedding cache). Measures, for
-the corpus in settings.corpus_dir and the configured embedder:
+the corpus in settings.corpus.corpus_dir and the configured embedder:
 
 - a cold build (fresh process, empty temporary embedding cache) and a warm rebuild
   (fresh process, nothing changed): seconds inside `build_index`, wall seconds including
@@ -87,7 +87,7 @@ def run_build(index_dir: Path, cache_dir: Path, settings: Settings) -> dict:
     started = time.perf_counter()
     completed = subprocess.run(
         [sys.executable, "-m", "eval.bench_index", "--child-build", str(index_dir), str(cache_dir),
-         str(settings.corpus_dir), settings.embedder],
+         str(settings.corpus.corpus_dir), settings.index.embedder],
         cwd=PROJECT_ROOT, capture_output=True, text=True, check=False,
     )
     if completed.returncode != 0:
@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m eval.bench_index", description=__doc__.split("\n")[0]
     )
     parser.add_argument("--skip-cold", action="store_true",
-                        help="no cold build; time a rebuild against settings.cache_dir instead")
+                        help="no cold build; time a rebuild against settings.index.cache_dir instead")
     parser.add_argument("--repeats", type=int, default=50, help="passes over the questions")
     parser.add_argument("--k", type=int, default=40, help="hits per search (qa's candidate_k)")
     parser.add_argument("--output", type=Path, default=REPORT_PATH)
@@ -195,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
         "git_commit": git_commit(),
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
                     "python": platform.python_version()},
-        "settings": {name: str(getattr(settings, name)) for name in
+        "settings": {name: str(settings.flat_dump()[name]) for name in
                      ("corpus_dir", "embedder", "chunk_size", "chunk_overlap", "bm25_k1", "bm25_b",
                       "use_bigrams")},
         "load_average": {"before": [round(x, 2) for x in os.getloadavg()]},
@@ -204,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-index-") as work:
         index_dir = Path(work) / "index"
         if args.skip_cold:
-            cache_dir = settings.cache_dir
+            cache_dir = settings.index.cache_dir
         else:
             cache_dir = Path(work) / "cache"
             print("cold build (empty embedding cache)...", flush=True)

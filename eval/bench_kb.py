@@ -96,9 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-kb-") as folder:
         work = Path(folder)
         settings = temp_settings(work, PROJECT_ROOT / "var" / "cache")
-        result["settings"] = {name: str(getattr(settings, name)) for name in
+        result["settings"] = {name: str(settings.flat_dump()[name]) for name in
                               ("embedder", "chunk_size", "chunk_overlap", "use_bigrams")}
-        make_embedder(settings.embedder)  # loading the model is start-up cost, not rebuild cost
+        make_embedder(settings.index.embedder)  # loading the model is start-up cost, not rebuild cost
 
         print("warm rebuild of the seed index...", flush=True)
         report, wall, cpu = timed(lambda: build_index(settings, progress=False))

@@ -144,7 +144,7 @@ def write_bench(rows: Sequence[LatencyRow], settings: Settings, path: Path, data
         "rows": [asdict(row) | {"answer_to_embedding_ratio": row.answer_to_embedding_ratio} for row in rows],
         # peak resident memory of this process: index, embedder and reader loaded
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "settings": settings.model_dump(mode="json"),
+        "settings": settings.flat_dump(mode="json"),
     }
     path.write_text(json.dumps(payload, ensure_ascii=False, indent=1), encoding="utf-8")
     return path

@@ -256,7 +256,7 @@ def bench_wechat(index_dir, dataset_path, limit, warmup, out) -> None:
         assistant = Assistant.load(run_settings)
     except Exception as error:
         raise click.ClickException(
-            f"index not loaded from {run_settings.index_dir}: {error}"
+            f"index not loaded from {run_settings.index.index_dir}: {error}"
         ) from None
     plain_settings = run_settings.model_copy(update={"wechat_aes_key": None})
     with LoopbackServer(plain_settings, assistant) as plain_base, \
@@ -283,7 +283,7 @@ def bench_wechat(index_dir, dataset_path, limit, warmup, out) -> None:
         "machine": {"platform": platform.platform(), "processor": platform.machine(),
                     "cpus": os.cpu_count()},
         "rows": [asdict(row) for row in rows],
-        "settings": run_settings.model_dump(mode="json", exclude=secret_fields),
+        "settings": run_settings.flat_dump(mode="json", exclude=secret_fields),
     }
     out.write_text(json.dumps(payload, ensure_ascii=False, indent=1), encoding="utf-8")
     click.echo(f"wrote {out}", err=True)

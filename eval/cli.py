@@ -112,7 +112,7 @@ def eval_command(split, configs, index_dir, out, show_failures, dataset_path, li
             click.echo(format_failures(config, run.results[config], show_failures))
     if tune_refusal:
         click.echo("\nRefusal threshold sweep (refuse when the evidence score is below the "
-                   "threshold; pick the value for settings.refusal_threshold):")
+                   "threshold; pick the value for settings.qa.refusal_threshold):")
         for config in run.configs:
             click.echo(format_sweep(config, refusal_sweep(run.results[config])))
     files = write_reports(run, Path(out))
@@ -158,7 +158,7 @@ def bench(configs, index_dir, dataset_path, warmup, repeats, out) -> None:
 
 @click.command("cmrc")
 @click.option("--path", "cmrc_path", type=click.Path(path_type=Path), default=None,
-              help="CMRC 2018 SQuAD-format file (default: settings.cmrc_path, "
+              help="CMRC 2018 SQuAD-format file (default: settings.eval.cmrc_path, "
                    "env POLICYQA_CMRC_PATH)")
 @click.option("--limit", type=click.IntRange(min=1), default=None,
               help="ask only the first N questions (quick runs)")
@@ -186,7 +186,7 @@ def cmrc(cmrc_path, limit, configs, index_dir, out) -> None:
     )
 
     run_settings = settings_with(cmrc_path=cmrc_path)
-    path = Path(run_settings.cmrc_path)
+    path = Path(run_settings.eval.cmrc_path)
     if not path.is_file():
         click.echo(f"CMRC 2018 data not found at {path}: skipping (set POLICYQA_CMRC_PATH "
                    "or pass --path).")
@@ -197,7 +197,7 @@ def cmrc(cmrc_path, limit, configs, index_dir, out) -> None:
         raise click.ClickException(str(error)) from None
     config_names = _configs(configs, run_settings)
     benchmark = CmrcBenchmark(run_settings, cmrc_set, path,
-                              index_dir or run_settings.data_dir / "cmrc-index")
+                              index_dir or run_settings.index.data_dir / "cmrc-index")
     from index import EmbedderError, IndexBuildError
 
     try:

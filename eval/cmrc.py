@@ -254,7 +254,7 @@ class CmrcBenchmark:
         """The CMRC index, built when absent or built from other settings or paragraphs."""
         from index import Index, IndexLoadError, build_index
 
-        index_dir = self.settings.index_dir
+        index_dir = self.settings.index.index_dir
         wanted = {paragraph.paragraph_id for paragraph in self.cmrc_set.paragraphs}
         try:
             index = Index.load(index_dir, self.settings)
@@ -288,7 +288,7 @@ class CmrcBenchmark:
             judged = []
             for done, question in enumerate(questions, start=1):
                 try:
-                    answer = assistant.ask(question.question, top_k=max(5, self.settings.top_k))
+                    answer = assistant.ask(question.question, top_k=max(5, self.settings.qa.top_k))
                 except QuestionError:
                     judged.append(CmrcQuestionResult(question.question_id, question.paragraph_id,
                                                      None, False, "", False, 0.0, 0.0, 0.0))
@@ -305,7 +305,7 @@ class CmrcBenchmark:
             results=results,
             commit=git_commit(),
             date=dt.datetime.now().astimezone().isoformat(timespec="seconds"),
-            settings=self.settings.model_dump(mode="json"),
+            settings=self.settings.flat_dump(mode="json"),
             index_build_s=self.index_build_s,
             elapsed_s=time.perf_counter() - started,
         )

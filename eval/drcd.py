@@ -26,7 +26,7 @@ REPORTS_DIR = Path(__file__).resolve().parent / "reports"
 
 
 def drcd_path(settings, split: str) -> Path:
-    return settings.cmrc_path.parent.parent / "drcd" / f"DRCD_{split}.json"
+    return settings.eval.cmrc_path.parent.parent / "drcd" / f"DRCD_{split}.json"
 
 
 def evaluate(
@@ -73,7 +73,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         return
     examples = load_drcd(path)[: args.limit]
     reader = SpanReader(args.model, int8=args.int8, bf16=False if args.fp32 else None)
-    result = evaluate(reader, examples, settings.refusal_threshold)
+    result = evaluate(reader, examples, settings.qa.refusal_threshold)
     result.update(
         {
             "split": args.split,
@@ -84,7 +84,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     print(
         f"DRCD {args.split}: {result['questions']} questions, EM {result['em']:.2f}, F1 {result['f1']:.2f} "
-        f"(BERT baseline F1 {BERT_BASELINE_F1}); refused at {settings.refusal_threshold}: "
+        f"(BERT baseline F1 {BERT_BASELINE_F1}); refused at {settings.qa.refusal_threshold}: "
         f"{result['refused_share']:.1%}; {result['seconds']} s"
     )
     out = args.out or REPORTS_DIR / f"drcd-{args.split}.json"

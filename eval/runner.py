@@ -54,7 +54,7 @@ class EvalItemLike(Protocol):
 def default_configs(settings: Settings) -> list[str]:
     """bm25, dense, hybrid, and hybrid+rerank when a rerank model is configured."""
     configs = list(BASE_CONFIGS)
-    if settings.rerank_model:
+    if settings.qa.rerank_model:
         configs.append("hybrid" + RERANK_SUFFIX)
     return configs
 
@@ -62,7 +62,7 @@ def default_configs(settings: Settings) -> list[str]:
 def parse_configs(text: str | None, settings: Settings) -> list[str]:
     """Comma-separated configuration names, checked.
 
-    :raises ValueError: for an unknown name, or "+rerank" without settings.rerank_model.
+    :raises ValueError: for an unknown name, or "+rerank" without settings.qa.rerank_model.
     """
     if not text:
         return default_configs(settings)
@@ -77,14 +77,14 @@ def parse_configs(text: str | None, settings: Settings) -> list[str]:
 def config_settings(settings: Settings, config: str) -> Settings:
     """The settings of one configuration ("bm25", "dense", "hybrid", "<mode>+rerank").
 
-    :raises ValueError: for an unknown name, or "+rerank" without settings.rerank_model.
+    :raises ValueError: for an unknown name, or "+rerank" without settings.qa.rerank_model.
     """
     mode, plus, extra = config.partition("+")
     if mode not in BASE_CONFIGS or (plus and extra != "rerank"):
         known = ", ".join([*BASE_CONFIGS, "hybrid" + RERANK_SUFFIX])
         raise ValueError(f"unknown configuration {config!r} (known: {known})")
-    if plus and not settings.rerank_model:
-        raise ValueError(f"{config!r} needs settings.rerank_model (POLICYQA_RERANK_MODEL)")
+    if plus and not settings.qa.rerank_model:
+        raise ValueError(f"{config!r} needs settings.qa.rerank_model (POLICYQA_RERANK_MODEL)")
     update: dict[str, Any] = {"retrieval_mode": mode}
     if not plus:
         update["rerank_model"] = None
@@ -254,7 +254,7 @@ class EvalRunner:
 
         assistant = self.assistant_for(config)
         # hit@5 needs at least five passages whatever top_k the service is set to
-        top_k = None if self.settings.top_k >= 5 else 5
+        top_k = None if self.settings.qa.top_k >= 5 else 5
         results = []
         for done, item in enumerate(items, start=1):
             try:
@@ -287,7 +287,7 @@ class EvalRunner:
             results=results,
             commit=git_commit(),
             date=dt.datetime.now().astimezone().isoformat(timespec="seconds"),
-            settings=self.settings.model_dump(mode="json"),
+            settings=self.settings.flat_dump(mode="json"),
             elapsed_s=time.perf_counter() - started,
         )
 
@@ -320,7 +320,7 @@ def run_name(dataset_path: Path, split: str) -> str:
 
 
 def load_or_build_index(settings: Settings, progress: bool = True) -> Any:
-    """Load the index at settings.index_dir, building it first when the directory holds
+    """Load the index at settings.index.index_dir, building it first when the directory holds
     none.
 
     :raises index.IndexLoadError: when an index is there but cannot be used (corrupt, or
@@ -328,7 +328,7 @@ def load_or_build_index(settings: Settings, progress: bool = True) -> Any:
     """
     from index import Index, build_index
 
-    index_dir = Path(settings.index_dir)
+    index_dir = Path(settings.index.index_dir)
     if not index_dir.is_dir() or not any(index_dir.iterdir()):
         build_index(settings, progress=progress)
     return Index.load(index_dir, settings)

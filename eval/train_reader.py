@@ -81,7 +81,7 @@ def seed_examples(settings: Settings, passages: int) -> list[ReadingExample]:
     from qa.followup import resolve
     from qa.retrieve import Retriever
 
-    index = Index.load(settings.index_dir, settings)
+    index = Index.load(settings.index.index_dir, settings)
     retriever = Retriever(index, settings)
     examples = []
     for item in load_items(split="dev"):
@@ -103,8 +103,8 @@ def seed_examples(settings: Settings, passages: int) -> list[ReadingExample]:
 def training_data(settings: Settings, config: TrainConfig) -> TrainingData:
     from index.analyzer import Analyzer
 
-    data_root = settings.cmrc_path.parent.parent
-    cmrc_path = settings.cmrc_path
+    data_root = settings.eval.cmrc_path.parent.parent
+    cmrc_path = settings.eval.cmrc_path
     drcd_path = data_root / "drcd" / "DRCD_dev.json"
     cmrc = load_squad(cmrc_path, "cmrc2018")
     drcd = load_drcd(drcd_path)
@@ -223,7 +223,7 @@ def train(settings: Settings, out_dir: Path, config: TrainConfig | None = None) 
     random.seed(config.seed)
     torch.manual_seed(config.seed)
 
-    base = ensure_model_dir(settings.cache_dir)
+    base = ensure_model_dir(settings.index.cache_dir)
     tokenizer = AutoTokenizer.from_pretrained(str(base))
     features_path = out_dir / "features.pt"
     if features_path.exists():
@@ -346,7 +346,7 @@ def export_checkpoint(settings: Settings, out_dir: Path, target: Path) -> Path:
 
     from index.e5_convert import ensure_model_dir
 
-    base = ensure_model_dir(settings.cache_dir)
+    base = ensure_model_dir(settings.index.cache_dir)
     model = AutoModelForQuestionAnswering.from_pretrained(str(base))
     checkpoint = torch.load(Path(out_dir) / "checkpoint.pt", weights_only=False)
     model.load_state_dict(checkpoint["model"], strict=False)
@@ -361,8 +361,8 @@ def vocabulary_texts(settings: Settings) -> list[str]:
     from corpus import load_corpus
     from qa.reader_pack import jieba_words
 
-    data_root = settings.cmrc_path.parent.parent
-    examples = load_squad(settings.cmrc_path, "cmrc2018") + load_drcd(data_root / "drcd" / "DRCD_dev.json")
+    data_root = settings.eval.cmrc_path.parent.parent
+    examples = load_squad(settings.eval.cmrc_path, "cmrc2018") + load_drcd(data_root / "drcd" / "DRCD_dev.json")
     texts = sorted({example.context for example in examples} | {example.question for example in examples})
     texts += [document.text for document in load_corpus(settings).documents]
     texts += jieba_words()
@@ -467,7 +467,7 @@ if click is not None:
 
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
         settings = Settings()
-        work_dir = work_dir or settings.data_dir / "reader-train"
+        work_dir = work_dir or settings.index.data_dir / "reader-train"
         final = work_dir / "final"
         if not pack_only:
             final = train(settings, work_dir, TrainConfig(max_features=max_features, seed=seed))
@@ -488,7 +488,7 @@ def main() -> None:  # pragma: no cover - the CLI wraps this
     parser.add_argument("--seed", type=int, default=TrainConfig.seed)
     args = parser.parse_args()
     settings = Settings()
-    out = args.out or settings.data_dir / "reader-train"
+    out = args.out or settings.index.data_dir / "reader-train"
     train(settings, out, TrainConfig(max_features=args.max_features, seed=args.seed))
 
 

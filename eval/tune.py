@@ -59,7 +59,7 @@ def tune_index_settings(base: Settings, items, grid: list[dict]) -> None:
 
     for update in grid:
         name = "-".join(f"{key}={value}" for key, value in update.items())
-        variant = base.model_copy(update={**update, "index_dir": base.data_dir / "tune" / name})
+        variant = base.model_copy(update={**update, "index_dir": base.index.data_dir / "tune" / name})
         report = build_index(variant, progress=False)
         index = load_or_build_index(variant)
         results = EvalRunner(index, variant).run_config("hybrid", items)

@@ -1,22 +1,33 @@
-"""BM25 over pre-analysed terms, stored as a term -> postings sparse matrix.
+"""BM25 over pre-analysed terms (jieba tokens and bigrams from `index.analyzer`), by bm25s.
 
-Our own few lines of numpy rather than bm25s: each posting already holds its final BM25
-weight (idf times the saturated, length-normalised term frequency), so a query is a sum of
-a handful of posting rows, and filtering by document is a mask over the score array
-instead of a deeper search. Built once at `build` time, persisted, never rebuilt per query.
+bm25s's eager index stores each posting's final weight, so a query is a sum of a handful
+of posting rows. Its `atire` term-frequency part with the `lucene` idf is the Okapi BM25
+this project tuned (idf = ln(1 + (N - df + 0.5) / (df + 0.5)), never negative, times
+tf * (k1 + 1) / (tf + k1 * (1 - b + b * len / avg_len))); bm25s's own `lucene` method
+drops the (k1 + 1) factor. tests/test_retrieval_seam.py checks the scores against the
+formula on the seed corpus. The document filter is bm25s's `weight_mask`.
 """
 
 from __future__ import annotations
 
 import json
-from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
+import bm25s
 import numpy as np
 
-BM25_ARRAYS = "bm25.npz"
-BM25_VOCAB = "bm25_vocab.json"
+# bm25s writes these names into the index directory (one directory, no sub-folders:
+# the manifest checksums every file by name).
+_FILES = {
+    "data_name": "bm25_data.npy",
+    "indices_name": "bm25_indices.npy",
+    "indptr_name": "bm25_indptr.npy",
+    "vocab_name": "bm25_vocab.json",
+    "params_name": "bm25_params.json",
+}
+TERM_FREQUENCY_METHOD = "atire"
+IDF_METHOD = "lucene"
 
 
 class Bm25Index:
@@ -25,27 +36,15 @@ class Bm25Index:
     Read-only after construction, so `scores` and `top_k` are safe for concurrent callers.
     """
 
-    def __init__(
-        self,
-        vocabulary: dict[str, int],
-        indptr: np.ndarray,
-        indices: np.ndarray,
-        weights: np.ndarray,
-        size: int,
-        k1: float,
-        b: float,
-    ) -> None:
-        # CSR layout: the postings of term t are documents indices[indptr[t]:indptr[t + 1]]
-        # with BM25 weights weights[indptr[t]:indptr[t + 1]].
-        if len(indptr) != len(vocabulary) + 1 or len(indices) != len(weights):
-            raise ValueError("BM25 arrays do not match the vocabulary")
-        self.vocabulary = vocabulary
-        self.indptr = indptr
-        self.indices = indices
-        self.weights = weights
-        self.size = size
-        self.k1 = k1
-        self.b = b
+    def __init__(self, retriever: bm25s.BM25) -> None:
+        self._retriever = retriever
+        self.size = int(retriever.scores["num_docs"])
+        self.k1 = float(retriever.k1)
+        self.b = float(retriever.b)
+
+    @property
+    def vocabulary(self) -> dict[str, int]:
+        return self._retriever.vocab_dict
 
     @classmethod
     def build(
@@ -54,82 +53,55 @@ class Bm25Index:
         """:raises ValueError: when k1 or b is out of range."""
         if k1 < 0 or not 0 <= b <= 1:
             raise ValueError(f"BM25 needs k1 >= 0 and 0 <= b <= 1, got k1={k1}, b={b}")
-        vocabulary: dict[str, int] = {}
-        rows: list[int] = []
-        columns: list[int] = []
-        frequencies: list[int] = []
-        lengths = np.zeros(len(documents), dtype=np.float64)
-        for position, terms in enumerate(documents):
-            lengths[position] = len(terms)
-            for term, count in Counter(terms).items():
-                rows.append(vocabulary.setdefault(term, len(vocabulary)))
-                columns.append(position)
-                frequencies.append(count)
-        term_frequency = np.asarray(frequencies, dtype=np.float64)
-        column = np.asarray(columns, dtype=np.int64)
-        row = np.asarray(rows, dtype=np.int64)
-        document_count = max(len(documents), 1)
-        average_length = float(lengths.mean()) if len(documents) and lengths.mean() > 0 else 1.0
-        document_frequency = np.bincount(row, minlength=len(vocabulary)).astype(np.float64)
-        idf = np.log1p((document_count - document_frequency + 0.5) / (document_frequency + 0.5))
-        norm = k1 * (1.0 - b + b * lengths[column] / average_length)
-        weights = idf[row] * term_frequency * (k1 + 1.0) / (term_frequency + norm)
-        order = np.lexsort((column, row))
-        indptr = np.zeros(len(vocabulary) + 1, dtype=np.int64)
-        indptr[1:] = np.cumsum(np.bincount(row, minlength=len(vocabulary)))
-        return cls(
-            vocabulary, indptr, column[order].astype(np.int32), weights[order].astype(np.float32),
-            len(documents), k1, b,
-        )
+        retriever = bm25s.BM25(k1=k1, b=b, method=TERM_FREQUENCY_METHOD, idf_method=IDF_METHOD)
+        # An empty document still needs one term, or bm25s's corpus type check fails on it;
+        # "" is bm25s's own empty token, which no query term equals.
+        retriever.index([list(terms) or [""] for terms in documents] or [[""]], show_progress=False)
+        if not documents:
+            retriever.scores["num_docs"] = 0
+        return cls(retriever)
 
-    def scores(self, terms: Sequence[str]) -> np.ndarray:
-        """BM25 score of every document for the query terms (a repeated term counts again)."""
-        scores = np.zeros(self.size, dtype=np.float32)
-        for term, count in Counter(terms).items():
-            term_id = self.vocabulary.get(term)
-            if term_id is None:
-                continue
-            start, end = self.indptr[term_id], self.indptr[term_id + 1]
-            scores[self.indices[start:end]] += count * self.weights[start:end]
-        return scores
+    def scores(self, terms: Sequence[str], allowed: np.ndarray | None = None) -> np.ndarray:
+        """BM25 score of every document for the query terms (a repeated term counts again);
+        with `allowed` (positions), every other document scores 0."""
+        if self.size == 0:
+            return np.zeros(0, dtype=np.float32)
+        mask = None
+        if allowed is not None:
+            mask = np.zeros(self.size, dtype=np.float32)
+            mask[allowed] = 1.0
+        token_ids = self._retriever.get_tokens_ids([term for term in terms if term])
+        return self._retriever.get_scores_from_ids(token_ids, weight_mask=mask)
 
     def top_k(
         self, terms: Sequence[str], k: int, allowed: np.ndarray | None = None
     ) -> list[tuple[int, float]]:
-        """Up to k (position, score) pairs with score > 0, best first; `allowed` (sorted
-        positions) restricts the candidates, so a filter still yields k hits when it can."""
-        if k <= 0:
+        """Up to k (position, score) pairs with score > 0, best first, ties by position;
+        `allowed` (positions) restricts the candidates, so a filter still yields k hits
+        when it can."""
+        if k <= 0 or self.size == 0 or (allowed is not None and allowed.size == 0):
             return []
-        scores = self.scores(terms)
-        positions = np.flatnonzero(scores) if allowed is None else allowed[scores[allowed] > 0]
+        scores = self.scores(terms, allowed)
+        positions = np.flatnonzero(scores > 0)
         return top_positions(positions, scores[positions], k)
 
     def save(self, directory: Path) -> list[str]:
-        """Writes the arrays and vocabulary; returns the file names written."""
-        with open(directory / BM25_ARRAYS, "wb") as handle:
-            np.savez(
-                handle,
-                indptr=self.indptr,
-                indices=self.indices,
-                weights=self.weights,
-                size=np.asarray([self.size], dtype=np.int64),
-                params=np.asarray([self.k1, self.b], dtype=np.float64),
-            )
-        terms = [""] * len(self.vocabulary)
-        for term, term_id in self.vocabulary.items():
-            terms[term_id] = term
-        (directory / BM25_VOCAB).write_text(json.dumps(terms, ensure_ascii=False), encoding="utf-8")
-        return [BM25_ARRAYS, BM25_VOCAB]
+        """Writes bm25s's arrays, vocabulary and parameters; returns the file names written."""
+        self._retriever.save(directory, corpus=None, show_progress=False, **_FILES)
+        return sorted(_FILES.values())
 
     @classmethod
     def load(cls, directory: Path) -> "Bm25Index":
-        with np.load(directory / BM25_ARRAYS, allow_pickle=False) as arrays:
-            indptr, indices, weights = arrays["indptr"], arrays["indices"], arrays["weights"]
-            size = int(arrays["size"][0])
-            k1, b = (float(x) for x in arrays["params"])
-        terms = json.loads((directory / BM25_VOCAB).read_text(encoding="utf-8"))
-        vocabulary = {term: term_id for term_id, term in enumerate(terms)}
-        return cls(vocabulary, indptr, indices, weights, size, k1, b)
+        """:raises OSError: when a file is missing; ValueError: when one is unreadable."""
+        directory = Path(directory)
+        for name in _FILES.values():
+            if not (directory / name).is_file():
+                raise FileNotFoundError(f"BM25 file missing: {directory / name}")
+        params = json.loads((directory / _FILES["params_name"]).read_text(encoding="utf-8"))
+        retriever = bm25s.BM25.load(directory, show_progress=False, **_FILES)
+        index = cls(retriever)
+        index.size = int(params["num_docs"])
+        return index
 
 
 def top_positions(

@@ -1,6 +1,6 @@
 """Passage embeddings cached by (embedder, sha256 of the exact text embedded).
 
-One SQLite file per embedder in `settings.cache_dir`. SQLite gives what two processes
+One SQLite file per embedder in `settings.index.cache_dir`. SQLite gives what two processes
 building at once need: each batch of vectors is written in one transaction, readers never
 see half a batch, and writers wait for each other (WAL journal, busy timeout).
 """

@@ -1,13 +1,18 @@
-"""Nearest neighbours over L2-normalised passage vectors (inner product = cosine)."""
+"""Nearest neighbours over L2-normalised passage vectors (inner product = cosine): the
+default `index.backends.DenseStore`, FAISS in process."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import faiss
 import numpy as np
 
 from index.bm25 import top_positions
+
+if TYPE_CHECKING:
+    from corpus.settings import Settings
 
 DENSE_FILE = "dense.faiss"
 # Exact search (IndexFlatIP) costs n * dim multiply-adds per query: microseconds for the
@@ -17,6 +22,12 @@ DENSE_FILE = "dense.faiss"
 HNSW_THRESHOLD = 100_000
 HNSW_NEIGHBOURS = 32
 HNSW_EF_SEARCH = 128
+
+
+def dense_index_kind(chunks: int, hnsw_threshold: int = HNSW_THRESHOLD) -> str:
+    """The index type for `chunks` passages, "flat" or "hnsw": the cut-over measured by
+    `python -m eval.bench_scale --part dense` (README, "Scale"). Milvus builds use it too."""
+    return "hnsw" if chunks >= hnsw_threshold else "flat"
 
 
 class DenseIndex:
@@ -43,13 +54,20 @@ class DenseIndex:
         return "hnsw" if isinstance(self.index, faiss.IndexHNSW) else "flat"
 
     @classmethod
-    def build(cls, vectors: np.ndarray, hnsw_threshold: int = HNSW_THRESHOLD) -> "DenseIndex":
-        """:raises ValueError: when `vectors` is not a 2-D array."""
+    def build(
+        cls,
+        vectors: np.ndarray,
+        settings: "Settings | None" = None,
+        hnsw_threshold: int = HNSW_THRESHOLD,
+    ) -> "DenseIndex":
+        """Row i holds `vectors[i]`; `settings` is unused (FAISS needs no connection).
+
+        :raises ValueError: when `vectors` is not a 2-D array."""
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         if vectors.ndim != 2:
             raise ValueError(f"expected a (n, dim) array, got shape {vectors.shape}")
         dim = vectors.shape[1]
-        if len(vectors) >= hnsw_threshold:
+        if dense_index_kind(len(vectors), hnsw_threshold) == "hnsw":
             index = faiss.IndexHNSWFlat(dim, HNSW_NEIGHBOURS, faiss.METRIC_INNER_PRODUCT)
         else:
             index = faiss.IndexFlatIP(dim)
@@ -81,5 +99,5 @@ class DenseIndex:
         return [DENSE_FILE]
 
     @classmethod
-    def load(cls, directory: Path) -> "DenseIndex":
+    def load(cls, directory: Path, settings: "Settings | None" = None) -> "DenseIndex":
         return cls(faiss.read_index(str(directory / DENSE_FILE)))

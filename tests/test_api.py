@@ -213,7 +213,7 @@ def test_feedback_endpoint_stores_the_rating(client, seed_settings):
         json={"rating": "down", "answer_id": answer["answer_id"], "comment": "测试"},
     )
     assert response.status_code == 201, response.text
-    stored = {item.id: item for item in FeedbackStore(seed_settings.feedback_db).items()}
+    stored = {item.id: item for item in FeedbackStore(seed_settings.service.feedback_db).items()}
     item = stored[response.json()["id"]]
     assert item.rating == "down" and item.source == "api" and item.comment == "测试"
     assert item.question == QUESTION and item.answer_id == answer["answer_id"]

@@ -16,7 +16,7 @@ import pytest
 from playwright.sync_api import expect
 
 from corpus.settings import PROJECT_ROOT
-from ui.chat import highlight, render_answer
+from ui.render import highlight, render
 from ui.feedback import FeedbackStore
 
 CHROMIUM = "/usr/bin/chromium"
@@ -122,7 +122,7 @@ def test_ask_follow_up_and_thumbs_up(browser, live_server, seed_settings):
         assert "虹桥" in chat.last_answer_text()
 
         chat.page.locator("#pqa-chatbot button[aria-label='Like']").first.click()
-        store = FeedbackStore(seed_settings.feedback_db)
+        store = FeedbackStore(seed_settings.service.feedback_db)
         rated = wait_for(
             lambda: [i for i in store.items(rating="up") if i.source == "chat" and i.question == QUESTION]
         )
@@ -221,13 +221,13 @@ def test_rendered_messages_escape_document_text():
         "highlights": [[0, 2]],
         "note": None,
     }
-    answered = render_answer(
+    answered = render(
         {"answer": "答<b>案", "answered": True, "query": "问", "citations": [passage], "passages": []},
-        "问",
+        "markdown", question="问",
     )
-    refused = render_answer(
+    refused = render(
         {"answer": "未找到", "answered": False, "query": "问", "citations": [], "passages": [passage] * 5},
-        "问",
+        "markdown", question="问",
     )
     for message in (answered, refused):
         assert "<script>" not in message and "<img" not in message and "<iframe>" not in message

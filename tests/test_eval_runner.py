@@ -40,7 +40,7 @@ def test_runner_judges_real_items_and_writes_json_markdown_png(
 
     too_long = EvalItem(
         id="q9999", split="dev", type="number", style="user",
-        question="请问" * (seed_settings.max_question_chars + 1), history=(),
+        question="请问" * (seed_settings.qa.max_question_chars + 1), history=(),
         answerable=True, answer="", keywords=("无",), evidence=(),
     )
     items = [*few_items, too_long]
@@ -49,7 +49,7 @@ def test_runner_judges_real_items_and_writes_json_markdown_png(
     )
 
     assert run.configs == ("bm25", "hybrid")
-    assert run.commit != "" and run.settings["retrieval_mode"] == seed_settings.retrieval_mode
+    assert run.commit != "" and run.settings["retrieval_mode"] == seed_settings.qa.retrieval_mode
     for config, row in zip(run.configs, run.rows):
         results = run.results[config]
         assert [r.item_id for r in results] == [item.id for item in items]
@@ -89,7 +89,7 @@ def test_runner_judges_real_items_and_writes_json_markdown_png(
     assert load_run(files.json).rows == run.rows
     saved = json.loads(files.json.read_text(encoding="utf-8"))
     assert len(saved["results"]["hybrid"]) == len(items)
-    assert saved["settings"]["top_k"] == seed_settings.top_k
+    assert saved["settings"]["top_k"] == seed_settings.qa.top_k
     markdown = files.markdown.read_text(encoding="utf-8")
     assert "| config | items | hit@1 |" in markdown
     assert "## Answer accuracy by type" in markdown and "## Failures" in markdown

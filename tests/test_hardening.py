@@ -368,12 +368,12 @@ def test_docx_that_would_inflate_beyond_the_limit_is_refused_before_parsing(tmp_
 
 
 def test_docx_bomb_upload_is_refused_with_413(service):
-    before = sorted(p.name for p in service.settings.corpus_dir.iterdir())
+    before = sorted(p.name for p in service.settings.corpus.corpus_dir.iterdir())
     bomb = docx_bytes(padding=40 * 1024 * 1024)  # over the 32 MB default
     assert len(bomb) < 200 * 1024
     response = upload(service, "会展办法.docx", bomb)
     assert "解压" in assert_error_envelope(response, 413)["message"]
-    assert sorted(p.name for p in service.settings.corpus_dir.iterdir()) == before
+    assert sorted(p.name for p in service.settings.corpus.corpus_dir.iterdir()) == before
 
 
 def test_pdf_stream_that_would_inflate_beyond_the_limit_is_refused(tmp_path):
@@ -516,7 +516,7 @@ def test_feedback_stores_the_answer_the_server_issued(service):
         "comment": "答案不完整",
     })
     assert response.status_code == 201, response.text
-    [item] = [i for i in FeedbackStore(service.settings.feedback_db).items() if i.id == response.json()["id"]]
+    [item] = [i for i in FeedbackStore(service.settings.service.feedback_db).items() if i.id == response.json()["id"]]
     assert item.answer_id == answer_id and item.question == QUESTION
     assert item.answer["answer"] == answer["answer"] and MARKER not in json.dumps(item.to_dict())
     assert item.comment == "答案不完整"

@@ -8,7 +8,6 @@ test builds a real sentence-transformers index from the model directory shipped 
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os
@@ -99,7 +98,7 @@ def small_settings(tmp_path: Path) -> Settings:
 @pytest.fixture
 def small_index_dir(small_settings: Settings, fake_embedder) -> Path:
     build_index(small_settings, progress=False)
-    return small_settings.index_dir
+    return small_settings.index.index_dir
 
 
 # --- analyzer -------------------------------------------------------------------------------
@@ -142,7 +141,7 @@ def test_domain_words_are_the_catalogue_keywords_the_document_uses():
     text = "积极发挥进博会溢出效应。"  # unquoted, no heading: only a keyword can name it
     document = Document(doc_id="x", title="示例方案", source_file="x.txt", text=text)
     assert "进博会" not in derive_user_words([document], [])
-    with_keywords = dataclasses.replace(document, keywords=("进博会", "火星基地"))
+    with_keywords = document.model_copy(update={"keywords": ("进博会", "火星基地")})
     words = derive_user_words([with_keywords], [])
     assert "进博会" in words
     assert "火星基地" not in words  # a keyword the text never uses is no word of this corpus
@@ -157,7 +156,7 @@ def test_seed_user_words_include_every_catalogue_keyword_the_documents_use(seed_
     used = {word for document in documents for word in document.keywords if word in document.text}
     assert {"长三角", "临港新片区"} <= used  # the catalogue lists them for the documents using them
     assert used <= words
-    stripped = [dataclasses.replace(document, keywords=()) for document in documents]
+    stripped = [document.model_copy(update={"keywords": ()}) for document in documents]
     without = set(derive_user_words(stripped, chunk_documents(stripped, seed_settings)))
     # Neither is a heading or a quoted name: only the catalogue makes them words.
     assert {"长三角", "临港新片区"}.isdisjoint(without)
@@ -274,11 +273,13 @@ def test_build_writes_manifest_with_checksums(small_index_dir: Path, small_setti
     assert manifest["embedder"] == FAKE_SPEC and manifest["dim"] == 64
     assert manifest["settings"]["use_bigrams"] is True
     assert set(manifest["files"]) >= {
-        "dense.faiss", "bm25.npz", "chunks.json", "sentence_terms.json", "user_words.json"
+        "dense.faiss", "bm25_data.npy", "bm25_vocab.json", "bm25_params.json", "chunks.json",
+        "sentence_terms.json", "user_words.json",
     }
+    assert manifest["vector_store"] == "faiss"
     index = Index.load(small_index_dir, small_settings)
     assert {d.doc_id for d in index.documents} == {"001", "002"}
-    assert len(index.chunks) == manifest["counts"]["chunks"] == index._dense.size
+    assert len(index.chunks) == manifest["counts"]["chunks"] == index.dense.dense.size
     assert index.version == manifest["version"]
 
 
@@ -290,10 +291,10 @@ def test_rebuild_with_nothing_changed_embeds_nothing_and_one_changed_document_em
     again = build_index(small_settings, progress=False)
     assert (again.embedded, again.cached) == (0, first.chunks)
 
-    changed = next(small_settings.corpus_dir.glob("002_*"))
+    changed = next(small_settings.corpus.corpus_dir.glob("002_*"))
     changed.write_text(changed.read_text(encoding="utf-8") + "\n\n附：本文件新增一段说明。\n", encoding="utf-8")
     third = build_index(small_settings, progress=False)
-    index = Index.load(small_settings.index_dir, small_settings)
+    index = Index.load(small_settings.index.index_dir, small_settings)
     doc_002_chunks = sum(1 for chunk in index.chunks if chunk.doc_id == "002")
     assert 1 <= third.embedded <= doc_002_chunks
     assert third.cached >= first.chunks - doc_002_chunks
@@ -301,9 +302,8 @@ def test_rebuild_with_nothing_changed_embeds_nothing_and_one_changed_document_em
 
 def test_sentence_terms_are_the_analyzer_terms_of_each_sentence(small_index_dir, small_settings):
     index = Index.load(small_index_dir, small_settings)
-    position = next(i for i, chunk in enumerate(index.chunks) if len(chunk.sentences) >= 2)
-    chunk = index.chunks[position]
-    terms = index.sentence_terms(position)
+    chunk = next(chunk for chunk in index.chunks if len(chunk.sentences) >= 2)
+    terms = index.sentence_terms(chunk.chunk_id)
     assert len(terms) == len(chunk.sentences)
     start, end = chunk.sentences[1]
     assert terms[1] == index.analyze(chunk.text[start:end])
@@ -313,10 +313,10 @@ def test_search_bm25_and_dense_return_ranked_hits(small_index_dir, small_setting
     index = Index.load(small_index_dir, small_settings)
     hits = index.search_bm25(KNOWN_QUESTION, 5)
     assert hits and hits[0].chunk.doc_id == "001"
-    assert [hit.bm25_rank for hit in hits] == list(range(1, len(hits) + 1))
-    assert all(hit.score == hit.bm25_score for hit in hits)
+    assert [hit.ranks["bm25"] for hit in hits] == list(range(1, len(hits) + 1))
+    assert all(hit.score == hit.scores["bm25"] and "dense" not in hit.scores for hit in hits)
     dense_hits = index.search_dense(KNOWN_QUESTION, 5)
-    assert len(dense_hits) == 5 and dense_hits[0].dense_rank == 1
+    assert len(dense_hits) == 5 and dense_hits[0].ranks == {"dense": 1}
     by_vector = index.search_dense(index.embed_query(KNOWN_QUESTION), 5)
     assert [h.chunk.chunk_id for h in by_vector] == [h.chunk.chunk_id for h in dense_hits]
     assert index.chunk_by_id(hits[0].chunk.chunk_id) == hits[0].chunk
@@ -384,7 +384,7 @@ def test_load_refuses_another_format_version_or_other_index_settings(
         Index.load(small_index_dir, small_settings)
 
 
-@pytest.mark.parametrize("missing", ["chunks.json", "bm25.npz", MANIFEST])
+@pytest.mark.parametrize("missing", ["chunks.json", "bm25_data.npy", MANIFEST])
 def test_load_refuses_an_index_with_a_missing_file(small_index_dir, small_settings, missing):
     (small_index_dir / missing).unlink()
     with pytest.raises(IndexLoadError, match="missing"):
@@ -400,7 +400,7 @@ def test_failed_build_leaves_the_old_index_loadable_and_no_temp_dir(
     small_index_dir, small_settings, fake_embedder, monkeypatch
 ):
     old_version = Index.load(small_index_dir, small_settings).version
-    shutil.rmtree(small_settings.cache_dir)  # force embedding, which now fails midway
+    shutil.rmtree(small_settings.index.cache_dir)  # force embedding, which now fails midway
     calls = {"n": 0}
 
     def failing_embed(texts):
@@ -464,7 +464,7 @@ def test_build_indexes_given_documents_instead_of_the_corpus_dir(small_settings,
     ]
     report = build_index(small_settings, progress=False, documents=paragraphs)
     assert isinstance(report, BuildReport) and report.documents == 2
-    index = Index.load(small_settings.index_dir, small_settings)
+    index = Index.load(small_settings.index.index_dir, small_settings)
     assert index.search_bm25("进博会在哪里举办", 1)[0].chunk.doc_id == "p1"
 
 
@@ -503,7 +503,7 @@ def test_sentence_transformers_embedder_builds_and_queries_a_real_index(tmp_path
     )
     report = build_index(st_settings, progress=False)
     assert report.embedded == report.chunks > 0
-    index = Index.load(st_settings.index_dir, st_settings)
+    index = Index.load(st_settings.index.index_dir, st_settings)
     assert index.manifest["dim"] == index.embedder.dim == 384
     vector = index.embed_query("Hongqiao")
     assert abs(float(np.linalg.norm(vector)) - 1.0) < 1e-4
@@ -550,13 +550,13 @@ def test_cli_build_prints_counts_and_cache_use(small_settings, fake_embedder, mo
 
     monkeypatch.setattr(ui.cli_common, "settings", small_settings)
     runner = CliRunner()
-    args = ["build", "--index-dir", str(small_settings.index_dir), "--no-progress"]
+    args = ["build", "--index-dir", str(small_settings.index.index_dir), "--no-progress"]
     first = runner.invoke(main, args)
     assert first.exit_code == 0, first.output
     assert "2 documents" in first.output and "from cache" in first.output
     second = runner.invoke(main, args)
     assert "embedded 0 passages" in second.output
-    Index.load(small_settings.index_dir, small_settings)
+    Index.load(small_settings.index.index_dir, small_settings)
 
 
 @pytest.mark.parametrize("flags,message", [
@@ -591,7 +591,7 @@ def test_two_processes_building_the_same_index_at_once_leave_one_complete_index(
         "cache_dir=Path(sys.argv[3])), progress=False); print(r.embedded, r.chunks)"
     )
     command = [
-        sys.executable, "-c", script, str(corpus_dir), str(index_dir), str(seed_settings.cache_dir)
+        sys.executable, "-c", script, str(corpus_dir), str(index_dir), str(seed_settings.index.cache_dir)
     ]
     builders = [
         subprocess.Popen(command, cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,

@@ -140,11 +140,11 @@ def kb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KbServer]:
 def corpus_state(settings: Settings) -> dict[str, bytes]:
     """Every file of the corpus folder (hidden ones too) and the catalogue, byte for byte."""
     state = {
-        str(path.relative_to(settings.corpus_dir)): path.read_bytes()
-        for path in settings.corpus_dir.rglob("*")
+        str(path.relative_to(settings.corpus.corpus_dir)): path.read_bytes()
+        for path in settings.corpus.corpus_dir.rglob("*")
         if path.is_file() and path.name != ".library.lock"
     }
-    state["<catalogue>"] = settings.catalogue_path.read_bytes()
+    state["<catalogue>"] = settings.corpus.catalogue_path.read_bytes()
     return state
 
 
@@ -171,7 +171,7 @@ def test_uploaded_document_answers_a_question_only_it_answers(kb):
     assert document["issuer"] == "上海虹桥国际中央商务区管理委员会"
     assert document["region"] == "上海市虹桥国际中央商务区"
     assert document["status"] == "in force"
-    stored = kb.settings.corpus_dir / document["source_file"]
+    stored = kb.settings.corpus.corpus_dir / document["source_file"]
     assert stored.read_bytes() == HOUSING_POLICY.encode("utf-8")  # the original, unchanged
 
     rebuild = kb.wait_applied(body["ticket"])
@@ -184,8 +184,8 @@ def test_uploaded_document_answers_a_question_only_it_answers(kb):
     answer = kb.ask(HOUSING_QUESTION)
     assert answer["answered"] and "2800元" in answer["answer"]
     assert document["doc_id"] in cited_doc_ids(answer)
-    assert kb.settings.index_dir.is_dir()
-    assert not list(kb.settings.index_dir.parent.glob(".index.staging-*"))
+    assert kb.settings.index.index_dir.is_dir()
+    assert not list(kb.settings.index.index_dir.parent.glob(".index.staging-*"))
 
 
 def test_replacing_a_document_cites_the_new_text_and_flags_the_old(kb):
@@ -240,7 +240,7 @@ def test_removed_document_is_gone_from_documents_and_answers(kb):
 
     removed = kb.client.delete(f"/api/documents/{doc_id}", headers=AUTH)
     assert removed.status_code == 200, removed.text
-    kept = kb.settings.corpus_dir / removed.json()["removed"]["kept_at"]
+    kept = kb.settings.corpus.corpus_dir / removed.json()["removed"]["kept_at"]
     assert kept.is_file()  # the original is set aside, not deleted
     kb.wait_applied(removed.json()["ticket"])
     assert doc_id not in kb.doc_ids()
@@ -299,15 +299,19 @@ def test_questions_keep_succeeding_during_a_rebuild(kb):
 def test_a_crashing_rebuild_leaves_the_last_good_index_serving(kb, monkeypatch):
     from index import Index, make_embedder
 
-    embedder = make_embedder(kb.settings.embedder)
+    embedder = make_embedder(kb.settings.index.embedder)
     calls = {"n": 0}
 
     def crash_midway(texts):
         calls["n"] += 1
         raise RuntimeError("embedder died halfway through the build")
 
-    manifest = (kb.settings.index_dir / "manifest.json").read_bytes()
+    manifest = (kb.settings.index.index_dir / "manifest.json").read_bytes()
     ready = kb.readyz()
+    # The broken embedder lives in this process: build here, not in the rebuild worker
+    # (tests/test_crash_safety.py kills the worker itself).
+    manager = kb.app.state.rebuild
+    monkeypatch.setattr(manager, "settings", manager.settings.model_copy(update={"rebuild_isolated": False}))
     monkeypatch.setattr(embedder, "embed_passages", crash_midway)
     response = kb.upload("跨境电商.txt", (
         "虹桥商务区跨境电商发展支持措施\n一、仓储支持\n"
@@ -325,9 +329,9 @@ def test_a_crashing_rebuild_leaves_the_last_good_index_serving(kb, monkeypatch):
     assert after["documents"] == ready["documents"]
     assert doc_id not in kb.doc_ids()
     assert kb.ask(HOUSING_QUESTION)["answered"]
-    assert (kb.settings.index_dir / "manifest.json").read_bytes() == manifest
-    Index.load(kb.settings.index_dir, kb.settings)
-    assert not list(kb.settings.index_dir.parent.glob(".index.staging-*"))
+    assert (kb.settings.index.index_dir / "manifest.json").read_bytes() == manifest
+    Index.load(kb.settings.index.index_dir, kb.settings)
+    assert not list(kb.settings.index.index_dir.parent.glob(".index.staging-*"))
 
     # The stored document was not lost: once the embedder works, a reindex brings it in.
     monkeypatch.undo()
@@ -372,7 +376,7 @@ def test_bad_files_are_refused_and_change_nothing(kb, name, data, status, words)
 
 def test_upload_far_over_the_limit_is_refused_before_it_is_read(kb):
     before = corpus_state(kb.settings)
-    response = kb.upload("巨大.txt", b"x" * (kb.settings.max_document_bytes + 600_000))
+    response = kb.upload("巨大.txt", b"x" * (kb.settings.corpus.max_document_bytes + 600_000))
     assert response.status_code == 413
     assert CHINESE.search(response.json()["message"])
     assert corpus_state(kb.settings) == before
@@ -430,6 +434,21 @@ def test_admin_routes_are_off_without_a_configured_key(kb, tmp_path):
         server.stop()
 
 
+def test_a_document_marked_superseded_by_another_is_flagged_and_left_out_of_in_force(kb):
+    assert kb.client.post("/api/documents/004/supersede", json={"by": "001"}).status_code == 401
+    unknown = kb.client.post("/api/documents/004/supersede", json={"by": "no-such"}, headers=AUTH)
+    assert unknown.status_code == 404 and CHINESE.search(unknown.json()["message"])
+    response = kb.client.post("/api/documents/004/supersede", json={"by": "001"}, headers=AUTH)
+    assert response.status_code == 200, response.text
+    assert response.json()["superseded"] == {"doc_id": "004", "by": "001"}
+    kb.wait_applied(response.json()["ticket"])
+    statuses = {d["doc_id"]: d["status"] for d in kb.client.get("/api/documents").json()}
+    assert statuses["004"] == "superseded"
+    catalogue = json.loads(kb.settings.corpus.catalogue_path.read_text(encoding="utf-8"))
+    assert any("Superseded by 001" in (part.get("note") or "")
+               for entry in catalogue["files"].values() for part in entry.get("parts", [entry]))
+
+
 # --- the document store and the command line --------------------------------------------------------
 
 
@@ -447,7 +466,7 @@ def test_metadata_is_read_from_the_document():
 
 def test_library_refuses_a_malformed_catalogue_without_touching_it(tmp_path):
     settings = kb_settings(tmp_path)
-    settings.catalogue_path.write_text('{"files": {"x.txt": {"doc_id": "a b"}}}', encoding="utf-8")
+    settings.corpus.catalogue_path.write_text('{"files": {"x.txt": {"doc_id": "a b"}}}', encoding="utf-8")
     before = corpus_state(settings)
     source = tmp_path / "new.txt"
     source.write_text(HOUSING_POLICY, encoding="utf-8")
@@ -462,7 +481,7 @@ def test_cli_add_list_remove(tmp_path):
     from ui.cli import main
 
     settings = kb_settings(tmp_path)
-    where = ["--corpus-dir", str(settings.corpus_dir), "--catalogue", str(settings.catalogue_path)]
+    where = ["--corpus-dir", str(settings.corpus.corpus_dir), "--catalogue", str(settings.corpus.catalogue_path)]
     runner = CliRunner()
     source = tmp_path / "安居补贴办法.txt"
     source.write_text(HOUSING_POLICY, encoding="utf-8")
@@ -516,15 +535,15 @@ def test_killing_a_build_midway_leaves_the_index_intact(tmp_path):
 
     settings = kb_settings(tmp_path)
     build_index(settings, progress=False)
-    manifest = (settings.index_dir / "manifest.json").read_bytes()
+    manifest = (settings.index.index_dir / "manifest.json").read_bytes()
     edition = tmp_path / "新版方案.txt"
     lines = (PROJECT_ROOT / "corpus" / "documents" / "001_bfabfcb7a022c977.txt").read_text(
         encoding="utf-8").splitlines(keepends=True)
     edition.write_text(lines[0].rstrip("\n") + RUN_MARK + "\n" + "".join(lines[1:]), encoding="utf-8")
 
     command = [sys.executable, "-c", "from ui.cli import main; main()", "add", str(edition),
-               "--corpus-dir", str(settings.corpus_dir), "--catalogue", str(settings.catalogue_path),
-               "--index-dir", str(settings.index_dir)]
+               "--corpus-dir", str(settings.corpus.corpus_dir), "--catalogue", str(settings.corpus.catalogue_path),
+               "--index-dir", str(settings.index.index_dir)]
     child = subprocess.Popen(command, cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 120
     workspaces: list[Path] = []
@@ -537,13 +556,13 @@ def test_killing_a_build_midway_leaves_the_index_intact(tmp_path):
     child.wait(timeout=30)
     assert child.returncode == -signal.SIGKILL
 
-    assert (settings.index_dir / "manifest.json").read_bytes() == manifest
-    index = Index.load(settings.index_dir, settings)
+    assert (settings.index.index_dir / "manifest.json").read_bytes() == manifest
+    index = Index.load(settings.index.index_dir, settings)
     assert "005" not in {document.doc_id for document in index.documents}
     assert any(path.exists() for path in workspaces)  # left behind by the killed process
 
     staged = build_staged(settings)
     publish(staged, settings)
     assert not list(tmp_path.glob(".index.staging-*"))
-    rebuilt = Index.load(settings.index_dir, settings)
+    rebuilt = Index.load(settings.index.index_dir, settings)
     assert "005" in {document.doc_id for document in rebuilt.documents}

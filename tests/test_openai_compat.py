@@ -144,7 +144,7 @@ def test_bad_question_gets_the_chinese_message(client):
 
 
 def test_no_key_needed_when_none_is_configured(live_server, seed_settings):
-    assert not seed_settings.openai_api_key
+    assert not seed_settings.service.openai_api_key
     unkeyed = openai.OpenAI(base_url=f"{live_server}/v1", api_key="anything", max_retries=0)
     completion = unkeyed.chat.completions.create(
         model="policy-qa", messages=[{"role": "user", "content": QUESTION}]

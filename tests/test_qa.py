@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from qa import NOT_FOUND, Assistant, QuestionError
-from qa.retrieve import Reranker, Retriever, reciprocal_rank_fusion
+from qa.retrieve import Reranker, Retriever, fuse
 
 # (question, doc_id, a section-path prefix the first citation must lie in, a string the answer must contain)
 KNOWN_ANSWERS = [
@@ -79,7 +79,7 @@ def test_unanswerable_questions_are_refused_with_closest_passages(assistant, que
     assert not answer.answered
     assert answer.answer == NOT_FOUND
     assert answer.citations == ()
-    assert len(answer.passages) == assistant.settings.top_k
+    assert len(answer.passages) == assistant.settings.qa.top_k
     assert all(passage.highlights == () for passage in answer.passages)
 
 
@@ -120,7 +120,7 @@ def test_english_question_gets_a_chinese_request_to_rephrase(assistant):
 
 def test_history_too_long_is_refused(assistant):
     with pytest.raises(QuestionError) as raised:
-        assistant.ask("浙江的呢？", ["问题"] * (assistant.settings.max_history_turns + 1))
+        assistant.ask("浙江的呢？", ["问题"] * (assistant.settings.qa.max_history_turns + 1))
     assert raised.value.code == "history_too_long"
 
 
@@ -168,10 +168,10 @@ def test_concurrent_calls_give_the_same_answers_as_serial_ones(assistant):
 def test_fusion_ranks_a_chunk_found_by_both_retrievers_first(seed_index):
     bm25 = seed_index.search_bm25("虹桥国际开放枢纽包括哪些区域", 10)
     dense = seed_index.search_dense("虹桥国际开放枢纽包括哪些区域", 10)
-    fused = reciprocal_rank_fusion(bm25, dense, k=60, bm25_weight=1.0, dense_weight=1.0)
+    fused = fuse({"bm25": bm25, "dense": dense}, {"bm25": 1.0, "dense": 1.0}, "rrf", rrf_k=60)
     both = {h.chunk.chunk_id for h in bm25} & {h.chunk.chunk_id for h in dense}
     assert fused[0].chunk.chunk_id in both
-    assert fused[0].bm25_rank is not None and fused[0].dense_rank is not None
+    assert set(fused[0].ranks) == {"bm25", "dense"}
 
 
 def test_reranker_reorders_candidates_with_a_real_cross_encoder(seed_index, seed_settings, monkeypatch):

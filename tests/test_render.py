@@ -1,21 +1,19 @@
-"""What every way in shows alike (`ui.render`): the span marked in the answer, the
-confidence line and the example questions; and how the chat page, the CLI and the bots use
-them, on answers made here (no index needed)."""
+"""`ui.render`: what every way out shows alike (the span marked in the answer, the confidence
+line, the sources) and how each channel shows it, on answers made here (no index needed)."""
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import json
 import logging
+import re
 
 import pytest
 
 from qa.models import Answer, Citation
 from ui import render
-from ui.bots import format_answer_text
-from ui.chat import render_answer
-from ui.cli_qa import TERMINAL_BOLD, format_answer
-from ui.openai_compat import answer_content
+from ui.render import TERMINAL_BOLD
 
 SENTENCE = "商务区全域环绕虹桥综合交通枢纽，面积 151.4 平方公里。"
 SPAN = "151.4 平方公里"
@@ -95,68 +93,99 @@ def test_a_missing_or_broken_examples_file_gives_no_examples_and_a_warning(tmp_p
 # --- the channels -------------------------------------------------------------------------
 
 
-def test_chat_bubble_marks_the_span_and_shows_the_confidence():
+def show(answer: Answer, channel: str, **options) -> str:
+    return render.render(answer, channel, **options)
+
+
+def test_markdown_channel_marks_the_span_and_shows_the_confidence():
     answer = make_answer(answer="<b>" + SENTENCE)
-    message = render_answer(answer.to_dict(), answer.question)
+    message = show(answer, "markdown")
     assert "&lt;b&gt;商务区全域环绕虹桥综合交通枢纽，面积 <mark>151.4 平方公里</mark>。" in message
     assert '<div class="pqa-confidence">置信度：高（0.93）</div>' in message
     assert message.count("<mark>") == 2  # the answer and its citation's quote
-
-
-def test_chat_bubble_without_a_span_marks_nothing_and_refusals_show_no_confidence():
-    plain = render_answer(make_answer(span=None, confidence=0.0).to_dict(), "问")
+    plain = show(make_answer(span=None, confidence=0.0), "markdown")
     assert "<mark>" not in plain and "置信度：低（0.00）" in plain
-    refused = render_answer(refused_answer().to_dict(), "问")
+    refused = show(refused_answer(), "markdown")
     assert "置信度" not in refused and "未在文档中找到答案" in refused
+    # The dict an API client (or the chat page's state) holds renders the same.
+    assert render.render(answer.to_dict(), "markdown", question=answer.question) == message
 
 
-def test_cli_marks_the_span_with_brackets_or_terminal_bold():
+MARKDOWN_AND_MATH = "第*1*条 $x$ **加粗** _a_ [点我](javascript:alert(1)) | 表格 | `代码` \\ ~删~ # 标题"
+
+
+def test_markdown_channel_escapes_every_character_markdown_would_read():
+    quote = MARKDOWN_AND_MATH
+    citation = dataclasses.replace(make_answer().citations[0], quote=quote, highlights=((0, 5),))
+    message = show(make_answer(answer=quote, span="$x$", citations=(citation,)), "markdown")
+    # Outside the page's own tags, only character references carry those characters.
+    text_only = re.sub(r"&#?\w+;", "", re.sub(r"<[^>]*>", "", message))
+    for char in "*$_[]()|`\\~#":
+        assert char not in text_only, char
+    # Every document character comes back as itself once the browser decodes the HTML.
+    texts = re.findall(r'<div class="pqa-quote">(.*?)</div>', message)
+    assert [html.unescape(re.sub(r"</?mark>", "", text)) for text in texts] == [quote]
+    assert "<mark>第&#42;1&#42;条</mark>" in message
+
+
+def test_text_channel_marks_the_span_with_brackets_or_terminal_bold():
     answer = make_answer()
-    text = format_answer(answer)
-    lines = text.splitlines()
+    lines = show(answer, "text").splitlines()
     assert lines[0] == "商务区全域环绕虹桥综合交通枢纽，面积 【151.4 平方公里】。"
     assert lines[1] == "置信度：高（0.93）"
+    assert lines[-1] == "[1] 《虹桥国际中央商务区产业发展规划》 一、发展基础  (003_acd3c122fbf1e800.txt)"
     bold_on, bold_off = TERMINAL_BOLD
-    assert f"{bold_on}151.4 平方公里{bold_off}" in format_answer(answer, bold=True)
-    assert format_answer(make_answer(span=None)).splitlines()[0] == SENTENCE
-    assert "置信度" not in format_answer(refused_answer())
+    assert f"{bold_on}151.4 平方公里{bold_off}" in show(answer, "text", marks=TERMINAL_BOLD)
+    assert show(make_answer(span=None), "text").splitlines()[0] == SENTENCE
+    refused = show(refused_answer(), "text")
+    assert "置信度" not in refused and "最接近的段落：" in refused
+    follow_up = show(make_answer(question="那它的面积呢？"), "text")
+    assert follow_up.splitlines()[0] == "（按上下文理解为：虹桥商务区面积多大？）"
 
 
-def test_bot_text_marks_the_span_and_adds_the_confidence_line():
-    content = format_answer_text(make_answer())
+def test_wechat_channel_marks_the_span_and_adds_the_confidence_line():
+    content = show(make_answer(), "wechat")
     body, _, sources = content.partition("\n\n出处：\n")
     assert body == "商务区全域环绕虹桥综合交通枢纽，面积 【151.4 平方公里】。\n置信度：高（0.93）"
     assert sources == "《虹桥国际中央商务区产业发展规划》一、发展基础"
-    assert "置信度" not in format_answer_text(refused_answer())
+    assert "置信度" not in show(refused_answer(), "wechat")
 
 
-def test_bot_text_with_a_span_still_fits_the_wechat_limit():
-    long_text = SENTENCE * 60  # about 4,800 bytes
-    content = format_answer_text(make_answer(answer=long_text))
-    assert len(content.encode("utf-8")) <= 2048
+def test_wechat_channel_cuts_multibyte_text_at_a_sentence_end_within_2048_bytes():
+    long_text = SENTENCE * 60  # 3 bytes a character: about 4,800 bytes
+    content = show(make_answer(answer=long_text), "wechat")
+    assert 2048 - len(SENTENCE.encode("utf-8")) < len(content.encode("utf-8")) <= 2048
     body, _, sources = content.partition("\n\n出处：\n")
     answer_part, _, confidence = body.rpartition("\n")
     assert confidence == "置信度：高（0.93）" and sources
     assert answer_part.count("【") == answer_part.count("】") == 1
     assert long_text.startswith(answer_part.replace("【", "").replace("】", ""))
     assert answer_part.endswith("。")
+    # Four-byte characters (outside the BMP) are never split either.
+    wide = ("𠀀" * 30 + "。") * 40
+    cut = show(make_answer(answer=wide, span=None), "wechat")
+    assert len(cut.encode("utf-8")) <= 2048 and cut.partition("\n")[0].endswith("。")
 
 
-def test_bot_text_never_leaves_a_span_half_marked_at_the_cut():
+def test_wechat_channel_never_leaves_a_span_half_marked_at_the_cut():
     # A list span holds a clause end, the last one within the limit: the cut falls inside
     # the span, which is then left unmarked rather than opened and never closed.
     text = "甲" * 590 + "乙乙；丙丙" + "丁" * 400
-    content = format_answer_text(make_answer(answer=text, span="乙乙；丙丙"), max_bytes=1900)
+    content = show(make_answer(answer=text, span="乙乙；丙丙"), "wechat", max_bytes=1900)
     assert content.startswith("甲" * 590 + "乙乙；\n置信度")
     assert "【" not in content and "】" not in content
     assert len(content.encode("utf-8")) <= 1900
 
 
-def test_openai_reply_puts_the_span_in_markdown_bold_with_the_confidence():
-    content = answer_content(make_answer())
-    lines = content.splitlines()
+def test_openai_channel_puts_the_span_in_markdown_bold_with_the_confidence():
+    lines = show(make_answer(), "openai").splitlines()
     assert lines[0] == "商务区全域环绕虹桥综合交通枢纽，面积 **151.4 平方公里**。"
     assert lines[1] == "置信度：高（0.93）"
     assert lines[-1] == "[1] 《虹桥国际中央商务区产业发展规划》 一、发展基础"
-    refused = answer_content(refused_answer())
+    refused = show(refused_answer(), "openai")
     assert "置信度" not in refused and "**" not in refused
+
+
+def test_an_unknown_channel_is_refused():
+    with pytest.raises(ValueError, match="channel"):
+        show(make_answer(), "html")

@@ -23,7 +23,14 @@ import pytest
 from wechatpy.crypto import WeChatCrypto
 
 from ui import bots
-from ui.render import example_questions
+from ui.render import (
+    REFUSAL_TEXT,
+    WECHAT_TEXT_LIMIT_BYTES,
+    book_title,
+    cut_at_sentence,
+    example_questions,
+    render,
+)
 
 TOKEN = "wechat-test-token"
 APP_ID = "wx0123456789abcdef"
@@ -166,7 +173,7 @@ def test_text_message_gets_a_passive_text_reply_with_citations(wechat_url, count
     assert "出处：" in content and "《虹桥国际开放枢纽建设总体方案》" in content
     assert re.search(r"\n置信度：[高中低]（[01]\.\d\d）\n\n出处：", content)
     assert "<" not in content and "**" not in content
-    assert len(content.encode("utf-8")) <= bots.WECHAT_TEXT_LIMIT_BYTES
+    assert len(content.encode("utf-8")) <= WECHAT_TEXT_LIMIT_BYTES
     assert counter.calls == [(QUESTION, ())]
 
 
@@ -184,7 +191,7 @@ def test_question_the_assistant_refuses_gets_its_chinese_message_without_sources
 def test_refusal_without_a_message_says_so_plainly(assistant):
     answer = assistant.ask(QUESTION)
     refused = dataclasses.replace(answer, answered=False, answer="")
-    assert bots.format_answer_text(refused) == bots.REFUSAL_TEXT
+    assert render(refused, "wechat") == REFUSAL_TEXT
 
 
 def test_retried_msg_id_gets_the_same_reply_computed_once(wechat_url, counter):
@@ -376,7 +383,7 @@ def test_safe_mode_encrypted_with_another_key_is_rejected(wechat_safe_url, count
 
 
 def test_wechat_answers_503_when_no_token_is_configured(live_server, seed_settings):
-    assert not seed_settings.wechat_token
+    assert not seed_settings.bots.wechat_token
     response = httpx.get(f"{live_server}/wechat", params=signed_query(echostr="x"))
     assert response.status_code == 503
     assert "POLICYQA_WECHAT_TOKEN" in response.text
@@ -388,7 +395,7 @@ def test_long_answer_is_cut_at_a_sentence_end_within_2048_bytes(assistant, seed_
     long_text = max((document.text for document in seed_corpus.documents), key=len)[:6000]
     long_answer = dataclasses.replace(answer, answer=long_text, span=None)
 
-    content = bots.format_answer_text(long_answer)
+    content = render(long_answer, "wechat")
 
     assert len(content.encode("utf-8")) <= 2048
     body, _, sources = content.partition("\n\n出处：\n")
@@ -402,12 +409,12 @@ def test_long_answer_is_cut_at_a_sentence_end_within_2048_bytes(assistant, seed_
 
 
 def test_titles_with_their_own_book_marks_nest_as_angle_brackets():
-    assert bots.book_title("关于发布《产业发展规划》的通知") == "《关于发布〈产业发展规划〉的通知》"
+    assert book_title("关于发布《产业发展规划》的通知") == "《关于发布〈产业发展规划〉的通知》"
 
 
 def test_cut_without_a_sentence_end_keeps_whole_characters():
     text = "虹" * 1000
-    cut = bots.cut_at_sentence(text, 100)
+    cut = cut_at_sentence(text, 100)
     assert len(cut.encode("utf-8")) <= 100
     assert cut.endswith("……") and set(cut[:-2]) == {"虹"}
 

@@ -198,7 +198,7 @@ def test_entity_declarations_in_the_envelope_are_rejected(wecom_url, counter):
 
 
 def test_wecom_answers_503_when_not_configured(live_server, seed_settings):
-    assert not seed_settings.wecom_token
+    assert not seed_settings.bots.wecom_token
     response = httpx.get(f"{live_server}/wecom", params={"echostr": "x"})
     assert response.status_code == 503
     assert "POLICYQA_WECOM_TOKEN" in response.text

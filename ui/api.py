@@ -8,12 +8,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
-from corpus.models import Document
 from corpus.settings import Settings
-from ui.errors import ApiError
+from ui.errors import ApiError, error_responses
 from ui.kb import rebuild_fields
 from ui.schemas import (
     AskRequest,
@@ -24,6 +23,8 @@ from ui.schemas import (
     FeedbackRequest,
     FeedbackStored,
     Readiness,
+    SectionOut,
+    document_summary,
 )
 
 if TYPE_CHECKING:
@@ -32,6 +33,9 @@ if TYPE_CHECKING:
 router = APIRouter()
 
 NOT_READY = "索引尚未加载，请稍后再试。"
+# Which index version answered (as /readyz `index_version`): clients and eval.bench_load
+# can tell answers of a rebuilt index from those of the previous one.
+INDEX_VERSION_HEADER = "X-Index-Version"
 ANSWER_NOT_FOUND = "未找到该答案（答案编号无效或已过期），请重新提问后再评价。"
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     413: {"model": ErrorResponse, "description": "请求体过大 / body too large"},
@@ -58,20 +62,21 @@ def _settings(request: Request) -> Settings:
 @router.post(
     "/api/ask",
     response_model=AskResponse,
-    responses=ERROR_RESPONSES,
+    responses={**ERROR_RESPONSES, **error_responses(400, 408, 429)},
     summary="提问 / Ask a question",
     tags=["问答 QA"],
 )
-def ask(body: AskRequest, request: Request) -> JSONResponse:
+def ask(body: AskRequest, request: Request, response: Response) -> AskResponse:
     """Answer a question by quoting the documents, with citations. When the documents do not
     answer it, `answered` is false, `answer` says so in Chinese and `passages` still lists the
     closest passages."""
     settings = _settings(request)
-    if settings.log_questions:
+    if settings.service.log_questions:
         request.state.question = body.question
     # Input limits and unknown documents are the assistant's to refuse (QuestionError → 422,
     # before any retrieval); over-large bodies never get here (BodySizeLimit → 413).
-    answer = current_assistant(request).ask(
+    assistant = current_assistant(request)  # one index version answers the whole question
+    answer = assistant.ask(
         body.question,
         body.history,
         top_k=body.top_k,
@@ -79,24 +84,11 @@ def ask(body: AskRequest, request: Request) -> JSONResponse:
         in_force_only=body.in_force_only,
     ).to_dict()
     answer_id = request.app.state.issued_answers.issue(body.question, body.history, answer)
-    # Answer.to_dict() is the documented shape already; skip re-validating it per request.
-    return JSONResponse({**answer, "answer_id": answer_id})
-
-
-def _summary(document: Document) -> dict:
-    return {
-        "doc_id": document.doc_id,
-        "title": document.title,
-        "issuer": document.issuer,
-        "doc_number": document.doc_number,
-        "date": document.date,
-        "effective_date": document.effective_date,
-        "region": document.region,
-        "kind": document.kind,
-        "status": document.status,
-        "source_file": document.source_file,
-        "sections": len(document.sections),
-    }
+    # An assistant without an index (a test's fixed-answer fake) has no version to name.
+    version = getattr(getattr(assistant, "index", None), "version", None)
+    if version:
+        response.headers[INDEX_VERSION_HEADER] = version
+    return AskResponse(**answer, answer_id=answer_id)
 
 
 @router.get(
@@ -106,9 +98,9 @@ def _summary(document: Document) -> dict:
     summary="文档列表 / List documents",
     tags=["文档 Documents"],
 )
-def list_documents(request: Request) -> list[dict]:
+def list_documents(request: Request) -> list[DocumentSummary]:
     """The documents in the loaded index."""
-    return [_summary(document) for document in current_assistant(request).documents]
+    return [document_summary(document) for document in current_assistant(request).documents]
 
 
 @router.get(
@@ -118,16 +110,16 @@ def list_documents(request: Request) -> list[dict]:
     summary="文档目录 / Document outline",
     tags=["文档 Documents"],
 )
-def document_outline(doc_id: str, request: Request) -> dict:
+def document_outline(doc_id: str, request: Request) -> DocumentOutline:
     """One document's metadata and its section outline (a flat list in document order;
     `level` gives the nesting)."""
     for document in current_assistant(request).documents:
         if document.doc_id == doc_id:
             outline = [
-                {"path": list(section.path), "level": section.level}
+                SectionOut(path=list(section.path), level=section.level)
                 for section in document.sections
             ]
-            return {**_summary(document), "outline": outline}
+            return DocumentOutline(**document_summary(document).model_dump(), outline=outline)
     raise ApiError(404, "unknown_document", "未找到该文档。可用的文档见 GET /api/documents。")
 
 
@@ -138,6 +130,7 @@ def document_outline(doc_id: str, request: Request) -> dict:
     responses={
         404: {"model": ErrorResponse, "description": "未知或过期的答案编号"},
         422: ERROR_RESPONSES[422],
+        **error_responses(400, 408, 413),
     },
     summary="评价答案 / Rate an answer",
     tags=["问答 QA"],

@@ -22,14 +22,15 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
-from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import Match, Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from corpus.settings import Settings
 from ui import api, kb, openai_compat, wechat, wecom
-from ui.errors import HTTP_STATUS_MESSAGES, error_body, install_error_handlers
+from ui.errors import HTTP_STATUS_MESSAGES, UnroutedRequests, error_body, install_error_handlers
+from ui.deps import OpenAIKeyError, admin_key_problem
 from ui.feedback import FeedbackStore, IssuedAnswers
+from ui.headers import install_security_headers
+from ui.ratelimit import ClientRateLimits, RateLimit
 
 if TYPE_CHECKING:
     from qa import Assistant
@@ -38,6 +39,7 @@ log = logging.getLogger("policyqa.app")
 request_log = logging.getLogger("policyqa.http")  # only the one JSON line per request
 
 DOCS_STATIC_URL = "/docs-static"
+ADMIN_UPLOAD_PATH = "/admin/gradio_api/upload"  # the knowledge-base page's file input
 API_DESCRIPTION = """
 依据政策文件原文回答问题并注明出处的问答服务。Extractive answers with citations over
 Chinese policy documents. Errors are JSON `{"error", "message", "details"}` with a Chinese
@@ -66,14 +68,15 @@ class BodyLimit:
 
 def body_limits(settings: Settings) -> list[BodyLimit]:
     """Each route's body size limit, first match wins; other paths (the chat page's Gradio
-    routes, /docs) get settings.max_chat_request_bytes."""
+    routes, /docs) get settings.service.max_chat_request_bytes."""
     return [
         # Document uploads get the document size limit; ui.kb checks the file itself exactly.
-        BodyLimit(kb.UPLOAD_PATH, settings.max_document_bytes + kb.UPLOAD_OVERHEAD_BYTES, exact=True),
-        BodyLimit("/api/", settings.max_request_bytes),
-        BodyLimit("/v1/", settings.max_openai_request_bytes),
-        BodyLimit("/wechat", settings.bot_max_body_bytes),
-        BodyLimit("/wecom", settings.bot_max_body_bytes),
+        BodyLimit(kb.UPLOAD_PATH, settings.corpus.max_document_bytes + kb.UPLOAD_OVERHEAD_BYTES, exact=True),
+        BodyLimit(ADMIN_UPLOAD_PATH, settings.corpus.max_document_bytes + kb.UPLOAD_OVERHEAD_BYTES, exact=True),
+        BodyLimit("/api/", settings.service.max_request_bytes),
+        BodyLimit("/v1/", settings.service.max_openai_request_bytes),
+        BodyLimit("/wechat", settings.bots.bot_max_body_bytes),
+        BodyLimit("/wecom", settings.bots.bot_max_body_bytes),
     ]
 
 
@@ -199,7 +202,7 @@ def _normalised(path: str) -> str:
 
 class RequestLog:
     """One JSON log line per HTTP request: method, path, status, ms, and the question when
-    a route put it in `request.state.question` (only if settings.log_questions)."""
+    a route put it in `request.state.question` (only if settings.service.log_questions)."""
 
     def __init__(self, app: ASGIApp):
         self.app = app
@@ -232,29 +235,6 @@ class RequestLog:
             request_log.info(json.dumps(record, ensure_ascii=False))
 
 
-def _api_fallback(app: FastAPI) -> None:
-    """JSON 404/405 for /api/ paths no route serves; without it they fall through to the
-    chat page mounted at "/", which answers an English 404 even for a wrong method."""
-
-    @app.api_route(
-        "/api/{rest:path}",
-        methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"],
-        include_in_schema=False,
-    )
-    async def no_such_api(request: Request) -> None:
-        # Routes answer GET or POST (the admin DELETE route matches before this one): when
-        # the other of the two would be served, the path exists and only the method is wrong.
-        scope = {**request.scope, "method": "GET" if request.method != "GET" else "POST"}
-        other_method_served = any(
-            route.matches(scope)[0] == Match.FULL
-            for route in app.router.routes
-            if not isinstance(route, Mount) and getattr(route, "path", None) != "/api/{rest:path}"
-        )
-        if request.method not in ("GET", "POST") or other_method_served:
-            raise StarletteHTTPException(405)
-        raise StarletteHTTPException(404, "没有这个接口。可用的接口见 /docs。")
-
-
 def _offline_docs(app: FastAPI) -> None:
     """Swagger UI at /docs from files in the fastapi-offline package, not a CDN."""
     try:
@@ -277,6 +257,33 @@ def _offline_docs(app: FastAPI) -> None:
         )
 
 
+def _page_options() -> dict:
+    """What both Gradio pages are mounted with: the page's look, nothing fetched from outside,
+    no tracebacks shown, no MCP server or run history."""
+    from ui.chat import PAGE_CSS, chat_theme
+
+    return {"footer_links": [], "theme": chat_theme(), "css": PAGE_CSS, "show_error": False,
+            "ssr_mode": False, "mcp_server": False, "run_history": False}
+
+
+def _mount_admin_page(app: FastAPI, settings: Settings) -> None:
+    """The knowledge-base page at /admin, behind Gradio's login with the admin key (which
+    also guards its upload, file and queue routes)."""
+    import gradio as gr
+
+    from ui.admin import ADMIN_PATH, LOGIN_MESSAGE, build_admin, key_checker
+
+    gr.mount_gradio_app(
+        app,
+        build_admin(settings, app.state),
+        path=ADMIN_PATH,
+        auth=key_checker(settings),
+        auth_message=LOGIN_MESSAGE,
+        max_file_size=settings.corpus.max_document_bytes,
+        **_page_options(),
+    )
+
+
 def _load_assistant(settings: Settings) -> "Assistant":
     from qa import Assistant
 
@@ -284,12 +291,12 @@ def _load_assistant(settings: Settings) -> "Assistant":
 
 
 def create_app(settings: Settings, assistant: "Assistant | None" = None) -> FastAPI:
-    """The whole web application. Without an `assistant`, the index at settings.index_dir
+    """The whole web application. Without an `assistant`, the index at settings.index.index_dir
     is loaded at start-up; if that fails the app still starts, /readyz answers 503 and
     /api/ask answers 503 until `app.state.assistant` is set."""
     import gradio as gr
 
-    from ui.chat import PAGE_CSS, build_chat, chat_theme
+    from ui.chat import build_chat
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -297,7 +304,7 @@ def create_app(settings: Settings, assistant: "Assistant | None" = None) -> Fast
             try:
                 app.state.assistant = await asyncio.to_thread(_load_assistant, settings)
             except Exception as error:  # the app keeps running and reports not-ready
-                log.error("index not loaded from %s: %s", settings.index_dir, error)
+                log.error("index not loaded from %s: %s", settings.index.index_dir, error)
         yield
 
     app = FastAPI(
@@ -310,46 +317,48 @@ def create_app(settings: Settings, assistant: "Assistant | None" = None) -> Fast
     )
     app.state.settings = settings
     app.state.assistant = assistant
-    app.state.feedback = FeedbackStore(settings.feedback_db)
+    app.state.feedback = FeedbackStore(settings.service.feedback_db)
     app.state.issued_answers = IssuedAnswers()  # what /api/feedback may rate, by answer_id
     kb.install(app, settings)  # app.state.rebuild: background rebuilds swap app.state.assistant
     install_error_handlers(app)
+    app.add_exception_handler(OpenAIKeyError, openai_compat.on_key_error)
     app.add_middleware(
         RequestBodyLimits,
         limits=body_limits(settings),
-        default_bytes=settings.max_chat_request_bytes,
-        timeout_s=settings.request_body_timeout_s,
+        default_bytes=settings.service.max_chat_request_bytes,
+        timeout_s=settings.service.request_body_timeout_s,
     )
     app.add_middleware(ClosedRoutes)
-    if settings.cors_origins:
+    app.add_middleware(UnroutedRequests)
+    app.add_middleware(
+        ClientRateLimits,
+        limit=RateLimit(settings.service.rate_limit_per_s, settings.service.rate_limit_burst, "client"),
+    )
+    if settings.service.cors_origins:
         app.add_middleware(
             CORSMiddleware,
-            allow_origins=settings.cors_origins,
+            allow_origins=settings.service.cors_origins,
             allow_methods=["GET", "POST"],
             allow_headers=["Content-Type", "Authorization"],
         )
     app.add_middleware(RequestLog)
+    install_security_headers(app, settings.service.frame_ancestors)
 
     for router in api_routers(settings):
         app.include_router(router)
     bot_routers = (wechat.create_router, wecom.create_router, openai_compat.create_router)
     for create_bot_router in bot_routers:
         app.include_router(create_bot_router(settings))
-    _api_fallback(app)
     _offline_docs(app)
 
+    if admin_key_problem(settings.service.admin_api_key) is None:
+        _mount_admin_page(app, settings)
     page = build_chat(settings, lambda: app.state.assistant, app.state.feedback)
     return gr.mount_gradio_app(
         app,
         page,
         path="/",
-        server_name=settings.host,
-        server_port=settings.port,
-        footer_links=[],
-        theme=chat_theme(),
-        css=PAGE_CSS,
-        show_error=False,
-        ssr_mode=False,
-        mcp_server=False,
-        run_history=False,
+        server_name=settings.service.host,
+        server_port=settings.service.port,
+        **_page_options(),
     )

@@ -1,7 +1,7 @@
 """What the chat bots (WeChat Official Account, WeCom) share: per-user conversations that
-expire when idle, a MsgId cache that computes each reply once, and an `Answer` rendered as
-plain text for a phone (span in 【】, a confidence line), cut at a sentence end within the
-platform's byte limit.
+expire when idle and a MsgId cache that computes each reply once (both `cachetools.TTLCache`),
+and the reply text (`ui.render.render(answer, "wechat")`: span in 【】, a confidence line, cut
+at a sentence end within the platform's byte limit).
 
 The protocol modules (`ui.wechat`, `ui.wecom`) only unwrap XML and call
 `BotResponder.reply_to_text`; everything about answering lives here.
@@ -13,15 +13,14 @@ import asyncio
 import hashlib
 import hmac
 import logging
-import re
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from xml.etree.ElementTree import ParseError
 
+from cachetools import TTLCache
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import fromstring as defused_fromstring
 from fastapi import Request
@@ -30,13 +29,9 @@ from wechatpy.utils import WeChatSigner
 
 from corpus.settings import Settings
 from qa.errors import QuestionError
-from qa.models import Answer
-from ui.render import PLAIN_MARKS, confidence_text, example_questions, mark_span
+from ui.render import WECHAT_TEXT_LIMIT_BYTES, cut_at_sentence, example_questions, render
 
 logger = logging.getLogger(__name__)
-
-# Both WeChat and WeCom cut passive text replies at 2048 bytes of UTF-8.
-WECHAT_TEXT_LIMIT_BYTES = 2048
 
 RESET_COMMANDS = frozenset({"清空", "重新开始", "清除", "重来"})
 WELCOME_EXAMPLES = 3  # as many as a phone shows without scrolling
@@ -44,7 +39,6 @@ RESET_TEXT = "好的，已清空之前的对话，请提出新的问题。"
 SLOW_TEXT = "问题正在处理中，请稍后再试（可稍候重新发送同一问题）。"
 NOT_READY_TEXT = "知识库正在准备中，请稍后再试。"
 FAILURE_TEXT = "抱歉，系统暂时出错，请稍后再试。"
-REFUSAL_TEXT = "抱歉，现有政策文件中没有找到这个问题的答案。"
 EMPTY_QUESTION_TEXT = "请输入您要咨询的问题。"
 
 
@@ -66,89 +60,6 @@ def text_only_text() -> str:
     return f"抱歉，目前只能回答文字提问。请直接输入您的问题{example}"
 
 
-_SENTENCE_END = re.compile(r"[。！？；!?;…]+[”’」』）)]*|\n+")
-_HTML_TAG = re.compile(r"<[^<>\n]{1,200}>")
-_MARKDOWN_LINK = re.compile(r"\[([^\]\n]+)\]\([^)\s]+\)")
-_MARKDOWN_MARKS = re.compile(r"\*\*|__|`+|^\s{0,3}#{1,6}\s*|^\s{0,3}>\s?", re.MULTILINE)
-_BLANK_RUNS = re.compile(r"\n{3,}")
-
-
-def plain_text(text: str) -> str:
-    """`text` without HTML tags or markdown marks, for a chat bubble that shows them raw."""
-    text = _HTML_TAG.sub("", text)
-    text = _MARKDOWN_LINK.sub(r"\1", text)
-    text = _MARKDOWN_MARKS.sub("", text)
-    return _BLANK_RUNS.sub("\n\n", text).strip()
-
-
-def utf8_len(text: str) -> int:
-    return len(text.encode("utf-8"))
-
-
-def cut_at_sentence(text: str, max_bytes: int, *, ellipsis: str = "……") -> str:
-    """`text` unchanged if it fits in `max_bytes` of UTF-8; otherwise its longest prefix
-    ending at a sentence end (。！？； or a line break) that fits. With no sentence end in
-    reach, the longest prefix of whole characters that fits, followed by `ellipsis`."""
-    if utf8_len(text) <= max_bytes:
-        return text
-    fitting = text.encode("utf-8")[:max_bytes].decode("utf-8", errors="ignore")
-    ends = [match.end() for match in _SENTENCE_END.finditer(fitting)]
-    if ends and ends[-1] > 0:
-        return fitting[: ends[-1]].rstrip()
-    room = max(0, max_bytes - utf8_len(ellipsis))
-    return text.encode("utf-8")[:room].decode("utf-8", errors="ignore") + ellipsis
-
-
-def book_title(title: str) -> str:
-    """`title` in 《》, its own 《》 turned into 〈〉 as Chinese nests book-title marks."""
-    return "《" + title.replace("《", "〈").replace("》", "〉") + "》"
-
-
-def citation_labels(answer: Answer) -> list[str]:
-    """One "《title》section" label per distinct cited section, in citation order, with
-    the citation's note (e.g. 已被替代) in brackets."""
-    labels: list[str] = []
-    for citation in answer.citations:
-        label = book_title(plain_text(citation.title))
-        if citation.section:
-            label += plain_text(citation.section)
-        if citation.note:
-            label += f"（{citation.note}）"
-        if label not in labels:
-            labels.append(label)
-    return labels
-
-
-def format_answer_text(answer: Answer, max_bytes: int = WECHAT_TEXT_LIMIT_BYTES) -> str:
-    """The answer as plain text for a phone: the answer (or a plain refusal) with its span
-    in 【】, its confidence when answered, then its sources; at most `max_bytes` of UTF-8,
-    the answer cut at a sentence end so that the confidence line and the sources still fit
-    (a span the cut reaches is left unmarked)."""
-    if answer.answered:
-        text = plain_text(answer.answer)
-    else:
-        text = plain_text(answer.answer) or REFUSAL_TEXT
-    notice = plain_text(answer.notice or "")
-    prefix = f"{notice}\n" if notice and notice not in text else ""
-    span = plain_text(answer.span or "") if answer.answered else ""
-    marks = utf8_len("".join(PLAIN_MARKS)) if span and span in text else 0
-    confidence = ""
-    if answer.answered:
-        confidence = "\n" + confidence_text(answer.confidence, answer.confidence_label)
-    labels = citation_labels(answer) if answer.answered else []
-    while True:
-        sources = ("\n\n出处：\n" + "\n".join(labels)) if labels else ""
-        room = max_bytes - utf8_len(confidence + sources)
-        # Keep the sources only while they leave the answer a reasonable share of the room.
-        if not labels or room >= max_bytes // 2:
-            break
-        labels.pop()
-    body = cut_at_sentence(prefix + text, room - marks)
-    if body.startswith(prefix):  # the span is looked for in the answer, not in the notice
-        body = prefix + mark_span(body[len(prefix):], span, *PLAIN_MARKS)
-    return body + confidence + sources
-
-
 class ConversationStore:
     """Each user's earlier questions, forgotten after `ttl_s` seconds without a message.
 
@@ -166,34 +77,22 @@ class ConversationStore:
     ):
         if ttl_s <= 0 or max_turns < 0 or max_users < 1:
             raise ValueError("ttl_s must be positive, max_turns >= 0, max_users >= 1")
-        self.ttl_s = ttl_s
         self.max_turns = max_turns
-        self.max_users = max_users
-        self._clock = clock
         self._lock = threading.Lock()
-        self._questions: OrderedDict[str, tuple[float, tuple[str, ...]]] = OrderedDict()
+        # Storing a user's questions again restarts their time to live.
+        self._questions: TTLCache[str, tuple[str, ...]] = TTLCache(max_users, ttl_s, timer=clock)
 
     def history(self, user_id: str) -> tuple[str, ...]:
         """The user's earlier questions, oldest first; empty when none or expired."""
         with self._lock:
-            entry = self._questions.get(user_id)
-            if entry is None:
-                return ()
-            last_seen, questions = entry
-            if self._clock() - last_seen > self.ttl_s:
-                del self._questions[user_id]
-                return ()
-            return questions
+            return self._questions.get(user_id, ())
 
     def remember(self, user_id: str, question: str) -> None:
-        now = self._clock()
         with self._lock:
-            entry = self._questions.pop(user_id, None)
-            questions = entry[1] if entry and now - entry[0] <= self.ttl_s else ()
+            questions = self._questions.get(user_id, ())
             if self.max_turns:
                 questions = (*questions, question)[-self.max_turns :]
-            self._questions[user_id] = (now, questions)
-            self._drop_expired_and_excess(now)
+            self._questions[user_id] = questions
 
     def reset(self, user_id: str) -> None:
         with self._lock:
@@ -201,23 +100,16 @@ class ConversationStore:
 
     def __len__(self) -> int:
         with self._lock:
+            self._questions.expire()
             return len(self._questions)
-
-    def _drop_expired_and_excess(self, now: float) -> None:
-        # Entries are ordered by last activity, so expired ones are at the front.
-        while self._questions:
-            user_id, (last_seen, _) = next(iter(self._questions.items()))
-            if now - last_seen <= self.ttl_s and len(self._questions) <= self.max_users:
-                break
-            del self._questions[user_id]
 
 
 class ReplyCache:
     """Computes the reply to each message key once: a retry or a concurrent duplicate of
     the same MsgId gets the future of the first computation.
 
-    Thread-safe. Keys live `ttl_s` seconds (WeChat retries within 15 s); at most
-    `max_entries` are kept, the oldest dropped first.
+    Thread-safe. Keys live `ttl_s` seconds from their first message (WeChat retries within
+    15 s); at most `max_entries` are kept, the least recently used dropped first.
     """
 
     def __init__(
@@ -230,32 +122,22 @@ class ReplyCache:
     ):
         if ttl_s <= 0 or max_entries < 1:
             raise ValueError("ttl_s and max_entries must be positive")
-        self.ttl_s = ttl_s
-        self.max_entries = max_entries
         self._executor = executor
-        self._clock = clock
         self._lock = threading.Lock()
-        self._futures: OrderedDict[str, tuple[float, Future[str]]] = OrderedDict()
+        self._futures: TTLCache[str, Future[str]] = TTLCache(max_entries, ttl_s, timer=clock)
 
     def reply_for(self, key: str, compute: Callable[[], str]) -> Future[str]:
         """The future reply for `key`; `compute` runs (on the executor) only for a key not
         seen within `ttl_s`."""
-        now = self._clock()
         with self._lock:
-            while self._futures:
-                oldest_key, (created, _) = next(iter(self._futures.items()))
-                if now - created <= self.ttl_s and len(self._futures) < self.max_entries:
-                    break
-                del self._futures[oldest_key]
-            entry = self._futures.get(key)
-            if entry is not None:
-                return entry[1]
-            future = self._executor.submit(compute)
-            self._futures[key] = (now, future)
+            future = self._futures.get(key)
+            if future is None:
+                future = self._futures[key] = self._executor.submit(compute)
             return future
 
     def __len__(self) -> int:
         with self._lock:
+            self._futures.expire()
             return len(self._futures)
 
 
@@ -274,22 +156,6 @@ def signature_matches(signature: str, token: str, *parts: str) -> bool:
     signer = WeChatSigner()
     signer.add_data(token, *parts)
     return hmac.compare_digest(signer.signature.encode(), (signature or "").encode())
-
-
-async def read_capped_body(request: Request, max_bytes: int) -> bytes:
-    """The request body, refused (413) as soon as it passes `max_bytes`.
-
-    :raises BotRequestError: when the body is too large.
-    """
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > max_bytes:
-        raise BotRequestError(413, "消息体过大")
-    body = bytearray()
-    async for piece in request.stream():
-        body.extend(piece)
-        if len(body) > max_bytes:
-            raise BotRequestError(413, "消息体过大")
-    return bytes(body)
 
 
 # Fields read as text (by us or by wechatpy's reply): markup inside one would reach wechatpy
@@ -323,12 +189,16 @@ def parse_flat_xml(xml: bytes | str) -> dict[str, str]:
 
 def message_key(message: BaseMessage, fallback_text: str) -> str:
     """A key unique per message and stable across retries: the MsgId, or (for messages
-    without one) sender, create time and a digest of the text, as WeChat suggests."""
-    raw_id = message._data.get("MsgId") or message._data.get("MsgID")
-    if raw_id:
-        return f"{message.source}:{raw_id}"
+    without one, such as events) sender, create time and a digest of the text, as WeChat
+    suggests."""
+    try:
+        msg_id, created = message.id, message.time  # wechatpy reads both as integers
+    except (TypeError, ValueError):
+        msg_id, created = 0, None
+    if msg_id:
+        return f"{message.source}:{msg_id}"
     digest = hashlib.sha1(fallback_text.encode("utf-8")).hexdigest()[:16]
-    return f"{message.source}:{message._data.get('CreateTime', '')}:{digest}"
+    return f"{message.source}:{created or ''}:{digest}"
 
 
 def safe_cdata(text: str) -> str:
@@ -353,11 +223,11 @@ class BotResponder:
     """
 
     def __init__(self, settings: Settings, *, max_reply_bytes: int = WECHAT_TEXT_LIMIT_BYTES):
-        self.timeout_s = settings.bot_reply_timeout_s
-        self.log_questions = settings.log_questions
+        self.timeout_s = settings.bots.bot_reply_timeout_s
+        self.log_questions = settings.service.log_questions
         self.max_reply_bytes = max_reply_bytes
         self.conversations = ConversationStore(
-            settings.bot_session_ttl_s, settings.max_history_turns
+            settings.bots.bot_session_ttl_s, settings.qa.max_history_turns
         )
         self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="bot-answer")
         self.replies = ReplyCache(self._executor)
@@ -398,7 +268,7 @@ class BotResponder:
             logger.exception("bot answer failed for %s", message.message_key)
             return FAILURE_TEXT
         self.conversations.remember(message.user_id, text)
-        return format_answer_text(answer, self.max_reply_bytes)
+        return render(answer, "wechat", max_bytes=self.max_reply_bytes)
 
     async def reply_to_request(self, request: Request, message: BaseMessage) -> str | None:
         """`reply_to_message` with the assistant serving `request` now (the app may swap

@@ -7,7 +7,6 @@ loads nothing from outside: system fonts, no analytics, no share link.
 
 from __future__ import annotations
 
-import html
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -18,7 +17,7 @@ import gradio as gr
 from corpus.settings import Settings
 from qa.errors import QuestionError
 from ui.feedback import FeedbackStore
-from ui.render import confidence_text, example_questions, mark_span
+from ui.render import example_questions, literal_html, render
 
 if TYPE_CHECKING:
     from qa import Assistant
@@ -60,9 +59,6 @@ PAGE_CSS = """
 }
 """
 
-REFUSAL_TITLE = "未在文档中找到答案"
-REFUSAL_PASSAGES = 3  # enough to show what the documents do say, short enough for a phone
-PASSAGE_PREVIEW_CHARS = 160
 CHAT_ERROR = "抱歉，系统出错了，请稍后再试。"
 NOT_READY = "索引尚未加载，请稍后再试。"
 
@@ -70,74 +66,6 @@ NOT_READY = "索引尚未加载，请稍后再试。"
 def chat_theme() -> gr.themes.Base:
     """The default look, with system fonts so nothing is fetched at page load."""
     return gr.themes.Default(font=list(SYSTEM_FONTS), font_mono=list(MONO_FONTS))
-
-
-def highlight(text: str, spans: Sequence[Sequence[int]]) -> str:
-    """`text` HTML-escaped, with each [start, end) span wrapped in <mark>."""
-    pieces = []
-    position = 0
-    for start, end in sorted((int(s), int(e)) for s, e in spans):
-        start, end = max(start, position), min(end, len(text))
-        if start >= end:
-            continue
-        pieces.append(html.escape(text[position:start]))
-        pieces.append(f"<mark>{html.escape(text[start:end])}</mark>")
-        position = end
-    pieces.append(html.escape(text[position:]))
-    return "".join(pieces).replace("\n", "<br>")
-
-
-def _source_item(citation: dict, preview_chars: int | None = None) -> str:
-    quote = citation.get("quote", "")
-    spans = citation.get("highlights") or []
-    if preview_chars is not None and len(quote) > preview_chars:
-        quote_html = html.escape(quote[:preview_chars]).replace("\n", "<br>") + "…"
-    else:
-        quote_html = highlight(quote, spans)
-    note = citation.get("note")
-    note_html = f' <span class="pqa-note">（{html.escape(note)}）</span>' if note else ""
-    section = citation.get("section") or ""
-    section_html = f' · <span class="pqa-section">{html.escape(section)}</span>' if section else ""
-    return (
-        f'<li><span class="pqa-source-title">《{html.escape(citation.get("title", ""))}》</span>'
-        f"{section_html}{note_html}"
-        f'<div class="pqa-quote">{quote_html}</div></li>'
-    )
-
-
-def render_answer(answer: dict, question: str) -> str:
-    """The assistant's chat message for `answer` (an `Answer.to_dict()`), as HTML: the
-    answer with its span marked, its confidence, numbered sources with the answer marked in
-    each quote, and, when refused, a clear notice followed by the closest passages."""
-    parts = []
-    notice = answer.get("notice")
-    if notice and notice != answer.get("answer"):
-        parts.append(f'<div class="pqa-meta">{html.escape(notice)}</div>')
-    if answer.get("answered"):
-        marked = mark_span(answer.get("answer", ""), answer.get("span"), "<mark>", "</mark>",
-                           html.escape)
-        parts.append(f'<div>{marked.replace(chr(10), "<br>")}</div>')
-        if answer.get("confidence") is not None:
-            confidence = confidence_text(answer["confidence"], answer.get("confidence_label"))
-            parts.append(f'<div class="pqa-confidence">{html.escape(confidence)}</div>')
-        sources = answer.get("citations") or []
-        heading = "来源"
-        preview = None
-    else:
-        parts.append(
-            f'<div class="pqa-refused"><strong>{REFUSAL_TITLE}</strong><br>'
-            f'{html.escape(answer.get("answer", "")).replace(chr(10), "<br>")}</div>'
-        )
-        sources = (answer.get("passages") or [])[:REFUSAL_PASSAGES]
-        heading = "最接近的段落（仅供参考）"
-        preview = PASSAGE_PREVIEW_CHARS
-    query = answer.get("query") or ""
-    if query and query.strip() != question.strip():
-        parts.append(f'<div class="pqa-meta">检索用语：{html.escape(query)}</div>')
-    if sources:
-        items = "".join(_source_item(citation, preview) for citation in sources)
-        parts.append(f"<div><strong>{heading}</strong></div><ol class=\"pqa-sources\">{items}</ol>")
-    return f'<div class="pqa-answer">{"".join(parts)}</div>'
 
 
 def _document_choices(assistant_source: AssistantSource) -> list[tuple[str, str]]:
@@ -148,10 +76,11 @@ def _document_choices(assistant_source: AssistantSource) -> list[tuple[str, str]
 
 
 def chat_messages(turns: Sequence[dict]) -> list[dict]:
-    """The chatbot's messages for `turns`: each question, then its reply."""
+    """The chatbot's messages for `turns`: each question, shown as typed (the chatbot renders
+    Markdown and HTML, so it goes in as `literal_html`), then its reply."""
     messages = []
     for turn in turns:
-        messages.append({"role": "user", "content": turn["question"]})
+        messages.append({"role": "user", "content": literal_html(turn["question"])})
         messages.append({"role": "assistant", "content": turn["reply"]})
     return messages
 
@@ -182,21 +111,21 @@ class ChatHandlers:
         if not question:
             return chat_messages(turns), turns, ""
         earlier = [turn["question"] for turn in turns if turn.get("answer")]
-        keep = self.settings.max_history_turns
+        keep = self.settings.qa.max_history_turns
         history = earlier[-keep:] if keep else []
         answer: dict | None = None
         assistant = self.assistant_source()
         if assistant is None:
             reply = NOT_READY
-        elif len(question) > self.settings.max_question_chars:
-            reply = f"问题过长（最多 {self.settings.max_question_chars} 个字），请精简后再问。"
+        elif len(question) > self.settings.qa.max_question_chars:
+            reply = f"问题过长（最多 {self.settings.qa.max_question_chars} 个字），请精简后再问。"
         else:
             try:
                 result = assistant.ask(
                     question, history, documents=documents or None, in_force_only=in_force_only
                 )
                 answer = result.to_dict()
-                reply = render_answer(answer, question)
+                reply = render(answer, "markdown", question=question)
             except QuestionError as error:
                 reply = error.message
             except Exception:
@@ -261,6 +190,9 @@ def build_chat(
             buttons=["copy"],
             placeholder=f"请输入问题，例如：{examples[0]}" if examples else "请输入问题",
             layout="bubble",
+            # Quotes are shown literally (issue 15): no LaTeX; document text reaches the
+            # Markdown renderer as character references (ui.render.literal_html).
+            latex_delimiters=[],
         )
         with gr.Row(equal_height=True):
             question = gr.Textbox(
@@ -269,7 +201,7 @@ def build_chat(
                 placeholder="请输入您的问题，按回车发送",
                 elem_id="pqa-question",
                 max_lines=4,
-                max_length=settings.max_question_chars,
+                max_length=settings.qa.max_question_chars,
                 scale=5,
                 min_width=200,
             )
@@ -301,5 +233,5 @@ def build_chat(
         chatbot.clear(handlers.clear, None, [chatbot, turns, question], api_name=False)
         chatbot.like(handlers.rate, [turns], [turns], api_name=False)
         page.load(handlers.refresh_documents, None, [documents], api_name=False)
-    page.queue(default_concurrency_limit=settings.chat_concurrency)
+    page.queue(default_concurrency_limit=settings.service.chat_concurrency)
     return page

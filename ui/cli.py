@@ -17,6 +17,7 @@ COMMANDS = {
     "chat": "ui.cli_qa:chat",
     "serve": "ui.cli_serve:serve",
     "feedback": "ui.cli_serve:feedback",
+    "audit": "ui.cli_audit:audit",
     "add": "ui.cli_kb:add",
     "remove": "ui.cli_kb:remove",
     "list": "ui.cli_kb:list_documents",

@@ -28,5 +28,5 @@ def settings_with(**overrides: Any) -> Settings:
 
 index_dir_option = click.option(
     "--index-dir", type=click.Path(path_type=Path), default=None,
-    help="index directory (default: settings.index_dir, env POLICYQA_INDEX_DIR)",
+    help="index directory (default: settings.index.index_dir, env POLICYQA_INDEX_DIR)",
 )

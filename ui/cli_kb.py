@@ -13,15 +13,16 @@ from pathlib import Path
 
 import click
 
+from corpus.models import Status
 from ui.cli_common import index_dir_option, settings_with
 
 corpus_dir_option = click.option(
     "--corpus-dir", type=click.Path(path_type=Path), default=None,
-    help="folder of policy documents (default: settings.corpus_dir)",
+    help="folder of policy documents (default: settings.corpus.corpus_dir)",
 )
 catalogue_option = click.option(
     "--catalogue", "catalogue_path", type=click.Path(path_type=Path), default=None,
-    help="catalogue JSON of that folder (default: settings.catalogue_path)",
+    help="catalogue JSON of that folder (default: settings.corpus.catalogue_path)",
 )
 build_option = click.option(
     "--build/--no-build", default=True, help="rebuild the index afterwards (default: yes)"
@@ -58,7 +59,8 @@ def _rebuild(settings) -> None:
 @click.option("--issuer", default=None, help="issuing body, e.g. 上海市人民政府")
 @click.option("--date", default=None, help="date issued, YYYY-MM-DD (default: found in the text)")
 @click.option("--doc-number", default=None, help="文号, e.g. 沪府发〔2021〕2号 (default: found in the text)")
-@click.option("--status", default=None, help="in force (default), superseded, expired, excerpt, research/opinion, draft")
+@click.option("--status", type=click.Choice([status.value for status in Status]), default=None,
+              help="the document's status (default: in force)")
 @click.option("--kind", default=None, help="plan, notice, measures, regulation, catalogue, ...")
 @click.option("--effective-date", default=None, help="date it takes effect, YYYY-MM-DD")
 @click.option("--region", default=None, help="region it applies to")
@@ -101,7 +103,7 @@ def add(
 
         policyqa add a.txt b.md --status excerpt --no-build
     """
-    from corpus.library import DocumentMetadata, DuplicateDocumentError, Library, LibraryError
+    from corpus.library import DuplicateDocumentError, Library, LibraryError, check_metadata
 
     if len(files) > 1 and any(value for value in (title, doc_number, doc_id, replaces)):
         raise click.ClickException("--title, --doc-number, --doc-id and --replaces need a single FILE")
@@ -109,7 +111,13 @@ def add(
         raise click.ClickException("--remove-replaced needs --replaces DOC_ID")
     settings = settings_with(corpus_dir=corpus_dir, catalogue_path=catalogue_path, index_dir=index_dir)
     library = Library(settings)
-    metadata = DocumentMetadata(title, issuer, doc_number, date, kind, status, effective_date, region)
+    try:
+        metadata = check_metadata(
+            title=title, issuer=issuer, doc_number=doc_number, date=date, kind=kind,
+            status=status, effective_date=effective_date, region=region,
+        )
+    except LibraryError as error:
+        raise click.ClickException(error.message) from None
     started = time.perf_counter()
     changed, failed = 0, 0
     for path in files:
@@ -189,7 +197,7 @@ def list_documents(as_json: bool, corpus_dir: Path | None, catalogue_path: Path 
     loaded = Library(settings).load()
     if as_json:
         click.echo(json.dumps(
-            {"documents": [document.to_dict() for document in loaded.documents],
+            {"documents": [document.model_dump(mode="json", exclude={"text"}) for document in loaded.documents],
              "errors": [{"file": e.source_file, "message": e.message} for e in loaded.errors]},
             ensure_ascii=False, indent=2,
         ))

@@ -8,10 +8,7 @@ import sys
 import click
 
 from ui.cli_common import index_dir_option, settings_with
-from ui.render import PLAIN_MARKS, confidence_text, mark_span
-
-# Bold on, bold off: how a terminal shows the span when stdout is one.
-TERMINAL_BOLD = ("\x1b[1m", "\x1b[22m")
+from ui.render import TERMINAL_BOLD, render
 
 
 def _load_assistant(settings):
@@ -28,29 +25,9 @@ def _stdout_is_terminal() -> bool:
     return sys.stdout.isatty()
 
 
-def format_answer(answer, bold: bool = False) -> str:
-    """The answer with its span marked (terminal bold when `bold`, else 【】), its
-    confidence when answered, then its numbered sources, as plain readable text."""
-    if answer.answered:
-        before, after = TERMINAL_BOLD if bold else PLAIN_MARKS
-        lines = [mark_span(answer.answer, answer.span, before, after),
-                 confidence_text(answer.confidence, answer.confidence_label)]
-    else:
-        lines = [answer.answer]
-    if answer.notice and answer.notice != answer.answer:
-        lines.insert(0, f"（{answer.notice}）")
-    if answer.query != answer.question:
-        lines.insert(0, f"（按上下文理解为：{answer.query}）")
-    sources = answer.citations if answer.answered else answer.passages[:3]
-    if sources:
-        lines.append("")
-        lines.append("来源：" if answer.answered else "最接近的段落：")
-    for number, citation in enumerate(sources, start=1):
-        note = f"（{citation.note}）" if citation.note else ""
-        lines.append(f"[{number}] 《{citation.title}》 {citation.section}{note}  ({citation.source_file})")
-        if not answer.answered:
-            lines.append(f"    {citation.quote[:120]}…")
-    return "\n".join(lines)
+def _shown(answer) -> str:
+    """The answer as text; the span in terminal bold when stdout is a terminal."""
+    return render(answer, "text", marks=TERMINAL_BOLD if _stdout_is_terminal() else None)
 
 
 @click.command()
@@ -83,7 +60,7 @@ def ask(question, history, as_json, top_k, documents, mode, index_dir):
     if as_json:
         click.echo(json.dumps(answer.to_dict(), ensure_ascii=False, indent=2))
     else:
-        click.echo(format_answer(answer, bold=_stdout_is_terminal()))
+        click.echo(_shown(answer))
 
 
 @click.command()
@@ -116,10 +93,10 @@ def chat(index_dir):
             click.echo("已清空对话。")
             continue
         try:
-            answer = assistant.ask(question, history[-assistant.settings.max_history_turns:])
+            answer = assistant.ask(question, history[-assistant.settings.qa.max_history_turns:])
         except QuestionError as error:
             click.echo(error.message)
             continue
-        click.echo(format_answer(answer, bold=_stdout_is_terminal()))
+        click.echo(_shown(answer))
         click.echo()
         history.append(answer.question)

@@ -12,16 +12,16 @@ from ui.cli_common import index_dir_option, settings_with
 
 
 def load_or_build_assistant(settings):
-    """The assistant over settings.index_dir, building the index first when there is none.
+    """The assistant over settings.index.index_dir, building the index first when there is none.
 
     :raises click.ClickException: when building or loading fails (e.g. a mismatched index).
     """
     from index import EmbedderError, IndexBuildError, IndexLoadError, build_index
     from qa import Assistant
 
-    index_dir = Path(settings.index_dir)
+    index_dir = Path(settings.index.index_dir)
     if not index_dir.is_dir() or not any(index_dir.iterdir()):
-        click.echo(f"no index in {index_dir} yet: building it from {settings.corpus_dir} ...")
+        click.echo(f"no index in {index_dir} yet: building it from {settings.corpus.corpus_dir} ...")
         try:
             report = build_index(settings, progress=True)
         except (IndexBuildError, EmbedderError) as error:
@@ -36,16 +36,21 @@ def load_or_build_assistant(settings):
 
 
 @click.command()
-@click.option("--host", default=None, help="address to listen on (default: settings.host, 127.0.0.1)")
-@click.option("--port", type=int, default=None, help="port (default: settings.port, 8000)")
+@click.option("--host", default=None, help="address to listen on (default: settings.service.host, 127.0.0.1)")
+@click.option("--port", type=int, default=None, help="port (default: settings.service.port, 8000)")
 @index_dir_option
 @click.option(
     "--cors-origin", "cors_origins", multiple=True,
-    help="allow browser calls from this origin (repeatable; default: settings.cors_origins)",
+    help="allow browser calls from this origin (repeatable; default: settings.service.cors_origins)",
 )
 @click.option(
     "--log-questions/--no-log-questions", default=None,
-    help="include question text in the request log (default: settings.log_questions)",
+    help="include question text in the request log (default: settings.service.log_questions)",
+)
+@click.option(
+    "--forwarded-allow-ips", default=None,
+    help="comma-separated proxy addresses trusted to set X-Forwarded-For "
+    "(default: settings.service.forwarded_allow_ips, 127.0.0.1,::1)",
 )
 def serve(
     host: str | None,
@@ -53,6 +58,7 @@ def serve(
     index_dir: Path | None,
     cors_origins: tuple[str, ...],
     log_questions: bool | None,
+    forwarded_allow_ips: str | None,
 ) -> None:
     """Serve the chat page at / and the JSON API at /api (docs at /docs).
 
@@ -79,17 +85,23 @@ def serve(
         index_dir=index_dir,
         cors_origins=list(cors_origins) or None,
         log_questions=log_questions,
+        forwarded_allow_ips=forwarded_allow_ips,
     )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     assistant = load_or_build_assistant(settings)
     click.echo(
         f"index {assistant.index.version}: {len(assistant.documents)} documents; "
-        f"chat at http://{settings.host}:{settings.port}/ , API docs at /docs"
+        f"chat at http://{settings.service.host}:{settings.service.port}/ , API docs at /docs"
     )
     app = create_app(settings, assistant=assistant)
     if rebuild_if_corpus_changed(app) is not None:
         click.echo("the corpus changed since the index was built: rebuilding it in the background")
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
+    # No `server: uvicorn` banner. X-Forwarded-For names the client only on connections from
+    # settings.service.forwarded_allow_ips (the reverse proxy), which the rate limits key on.
+    uvicorn.run(
+        app, host=settings.service.host, port=settings.service.port, log_level="warning", server_header=False,
+        proxy_headers=True, forwarded_allow_ips=settings.service.forwarded_allow_ips,
+    )
 
 
 def _cell(text: str, width: int) -> str:
@@ -108,7 +120,7 @@ def _cell(text: str, width: int) -> str:
               help="newest items to show")
 @click.option(
     "--db", type=click.Path(dir_okay=False, path_type=Path), default=None,
-    help="feedback database (default: settings.feedback_db, env POLICYQA_FEEDBACK_DB)",
+    help="feedback database (default: settings.service.feedback_db, env POLICYQA_FEEDBACK_DB)",
 )
 def feedback(
     as_json: bool, export_path: Path | None, rating: str | None, limit: int, db: Path | None
@@ -128,7 +140,7 @@ def feedback(
     from ui.feedback import FeedbackStore
 
     settings = settings_with(feedback_db=db)
-    store = FeedbackStore(settings.feedback_db)
+    store = FeedbackStore(settings.service.feedback_db)
     if export_path is not None:
         try:
             count = store.export_candidates(export_path)
@@ -141,7 +153,7 @@ def feedback(
         click.echo(json.dumps([item.to_dict() for item in items], ensure_ascii=False, indent=2))
         return
     if not items:
-        click.echo(f"no feedback yet in {settings.feedback_db}")
+        click.echo(f"no feedback yet in {settings.service.feedback_db}")
         return
     click.echo(f"{'id':>5}  {'time (UTC)':19}  {'rating':6}  {'answered':8}  question / answer")
     for item in items:

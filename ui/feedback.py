@@ -1,4 +1,4 @@
-"""Thumbs up/down on answers, kept in a local SQLite file (settings.feedback_db).
+"""Thumbs up/down on answers, kept in a local SQLite file (settings.service.feedback_db).
 
 Thumbs-down items are exported as candidate eval items in the eval set's JSONL format, for
 staff to complete (answerable, answer, evidence) and add to the eval set. The format is

@@ -2,13 +2,16 @@
 
     POST   /api/documents        upload a document (multipart: file + optional metadata)
     DELETE /api/documents/{id}   remove a document (its original is kept aside)
+    POST   /api/documents/{id}/supersede   mark a document superseded (by another one)
     POST   /api/reindex          rebuild the index from the corpus folder
     GET    /api/reindex          where rebuilding stands (also in /readyz under "rebuild")
 
-Admin routes need `settings.admin_api_key` (`Authorization: Bearer <key>` or `X-API-Key`)
-and are off (503) while no key, or one shorter than `MIN_ADMIN_KEY_CHARS`, is configured. The
-key is checked before the request body is read (`AdminRoute`), so nothing of an upload without
-the key is received.
+Admin routes need `settings.service.admin_api_key` (`Authorization: Bearer <key>` or `X-API-Key`)
+and are off (503) while no key, or one shorter than `MIN_ADMIN_KEY_CHARS`, is configured
+(`ui.deps.require_admin`). The key is checked before the request body is read
+(`AdminRoute`), so nothing of an upload without the key is received. The knowledge-base page
+(`ui.admin`) makes its changes through the same functions (`store_upload`, `remove`,
+`supersede`), so both answer alike.
 
 Every change is followed by a background rebuild (`RebuildManager`): one at a time, and a
 request arriving during a rebuild queues exactly one more, which will include it. Each
@@ -19,7 +22,6 @@ every question is answered from the previous index; if the rebuild fails, it sta
 
 from __future__ import annotations
 
-import hmac
 import logging
 import shutil
 import threading
@@ -28,15 +30,14 @@ from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import APIRouter, FastAPI, File, Form, Request, Response, UploadFile
+from fastapi import APIRouter, Depends, FastAPI, File, Form, Request, Response, UploadFile
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 
 from corpus.library import (
     AddedDocument,
-    DocumentMetadata,
     DuplicateDocumentError,
     Library,
     LibraryError,
@@ -45,7 +46,10 @@ from corpus.library import (
 )
 from corpus.models import Document
 from corpus.settings import Settings
-from ui.errors import ApiError, error_body
+from ui.audit import AdminAudit, AuditLog
+from ui.deps import MIN_ADMIN_KEY_CHARS, check_admin_before_body, require_admin
+from ui.errors import error_body, error_responses
+from ui.schemas import SupersedeRequest, UploadForm, document_summary
 
 if TYPE_CHECKING:
     from qa import Assistant
@@ -54,16 +58,9 @@ log = logging.getLogger("policyqa.kb")
 
 UPLOAD_PATH = "/api/documents"
 # Multipart framing and the metadata fields around the file; the file itself is checked
-# against settings.max_document_bytes exactly while it is read.
+# against settings.corpus.max_document_bytes exactly while it is read.
 UPLOAD_OVERHEAD_BYTES = 256 * 1024
 _READ_BLOCK = 1 << 20
-# A key a person can guess or brute-force over HTTP is no key: shorter ones keep the API off.
-MIN_ADMIN_KEY_CHARS = 16
-ADMIN_OFF = "管理接口未启用：请在服务端设置 POLICYQA_ADMIN_API_KEY 后重启。"
-ADMIN_KEY_SHORT = (
-    f"管理接口未启用：POLICYQA_ADMIN_API_KEY 过短（至少 {MIN_ADMIN_KEY_CHARS} 个字符），请更换后重启。"
-)
-ADMIN_KEY_WRONG = "管理密钥缺失或错误（请使用 Authorization: Bearer <密钥> 或 X-API-Key 请求头）。"
 DOCUMENT_NOT_FOUND = "未找到该文档。可用的文档见 GET /api/documents。"
 REPLACED_NOT_FOUND = "未找到要替代的文档。可用的文档见 GET /api/documents。"
 STATUS_FOR_CODE = {
@@ -103,6 +100,7 @@ class RebuildStatus:
     requested: int  # tickets handed out so far
     applied: int  # the highest ticket whose changes are in the serving index
     last: BuildOutcome | None
+    started_at: str | None = None  # when the running rebuild began (ISO 8601, UTC)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -114,7 +112,7 @@ class RebuildManager:
 
     `build` turns settings into a loaded `Assistant` plus a `BuildOutcome`; the default
     reads the corpus through `Library`, builds a staged index version, loads it and
-    publishes it to settings.index_dir.
+    publishes it to settings.index.index_dir.
     """
 
     def __init__(
@@ -132,6 +130,7 @@ class RebuildManager:
         self._requested = 0
         self._applied = 0
         self._last: BuildOutcome | None = None
+        self._started_at: str | None = None
 
     def request(self) -> int:
         """Asks for a rebuild that will include every change made before this call; returns
@@ -148,13 +147,15 @@ class RebuildManager:
 
     def status(self) -> RebuildStatus:
         with self._lock:
-            return RebuildStatus(self._running, self._queued, self._requested, self._applied, self._last)
+            return RebuildStatus(self._running, self._queued, self._requested, self._applied,
+                                 self._last, self._started_at if self._running else None)
 
     def _run(self) -> None:
         while True:
             with self._lock:
                 covers = self._requested  # changes made before now are on disk already
                 self._queued = False
+                self._started_at = _now()
             started = time.perf_counter()
             try:
                 assistant, outcome = self._build(self.settings)
@@ -189,7 +190,7 @@ def _describe(error: Exception) -> str:
 def build_and_publish(settings: Settings) -> tuple["Assistant", BuildOutcome]:
     """Reads the corpus, builds a new index version beside the serving one (embedding only
     passages missing from the cache), loads it into a new Assistant, then publishes it to
-    settings.index_dir. Nothing on disk changes when any step before publishing fails."""
+    settings.index.index_dir. Nothing on disk changes when any step before publishing fails."""
     from index.rebuild import build_staged, publish
     from qa import Assistant
 
@@ -213,22 +214,26 @@ def build_and_publish(settings: Settings) -> tuple["Assistant", BuildOutcome]:
 
 def install(app: FastAPI, settings: Settings) -> None:
     """Gives `app` its rebuild manager (`app.state.rebuild`), whose new assistants replace
-    `app.state.assistant` in one assignment, and removes the upload folders of processes
-    that died mid-upload."""
+    `app.state.assistant` in one assignment, and its audit log of admin requests
+    (`app.state.audit`), and removes the upload folders of processes that died mid-upload."""
 
     def go_live(assistant: "Assistant") -> None:
         app.state.assistant = assistant
 
     app.state.rebuild = RebuildManager(settings, on_ready=go_live)
+    # Every admin request, refused ones too, goes to the audit log (ui.audit).
+    app.state.audit = AuditLog.for_settings(settings)
+    app.add_middleware(AdminAudit, log=app.state.audit, routes=router.routes)
     if removed := remove_abandoned_upload_folders():
         log.info("removed %d upload folder(s) left by processes that died mid-upload", removed)
-    if settings.admin_api_key and len(settings.admin_api_key) < MIN_ADMIN_KEY_CHARS:
+    if settings.service.admin_api_key and len(settings.service.admin_api_key) < MIN_ADMIN_KEY_CHARS:
         log.error("admin API off: POLICYQA_ADMIN_API_KEY is shorter than %d characters",
                   MIN_ADMIN_KEY_CHARS)
 
 
 def _document_state(documents: Sequence[Document]) -> dict[str, dict]:
-    return {document.doc_id: document.to_dict() for document in documents}  # text: by hash
+    # The text is compared by its hash.
+    return {document.doc_id: document.model_dump(exclude={"text"}) for document in documents}
 
 
 def corpus_differs_from(indexed: Sequence[Document], settings: Settings) -> bool:
@@ -260,42 +265,28 @@ def rebuild_fields(app: FastAPI) -> dict[str, Any]:
 
 
 class AdminRoute(APIRoute):
-    """A route that checks the admin key (`require_admin`) before FastAPI reads and parses
-    the request body: an upload without the key is refused before any of it is received, and
-    a request missing its form fields gets 401, not 422."""
+    """A route that checks the admin key before FastAPI reads and parses the request body
+    (FastAPI reads it before solving `Depends`): an upload without the key is refused before
+    any of it is received, and a request missing its form fields gets 401, not 422."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handle = super().get_route_handler()
 
         async def handle_if_admin(request: Request) -> Response:
-            require_admin(request)
+            await check_admin_before_body(request)
             return await handle(request)
 
         return handle_if_admin
 
 
-router = APIRouter(tags=["知识库管理 Knowledge base"], route_class=AdminRoute)
+router = APIRouter(
+    tags=["知识库管理 Knowledge base"], route_class=AdminRoute, dependencies=[Depends(require_admin)]
+)
 
 ADMIN_RESPONSES: dict[int | str, dict[str, Any]] = {
     401: {"description": "管理密钥缺失或错误 / wrong or missing admin key"},
     503: {"description": "管理接口未启用 / admin API off (no key configured)"},
 }
-
-
-def require_admin(request: Request) -> None:
-    """:raises ApiError: 503 while no admin key (or one too short) is configured, 401 for a
-    wrong or missing one."""
-    expected = request.app.state.settings.admin_api_key
-    if not expected:
-        raise ApiError(503, "admin_disabled", ADMIN_OFF)
-    if len(expected) < MIN_ADMIN_KEY_CHARS:
-        raise ApiError(503, "admin_disabled", ADMIN_KEY_SHORT)
-    given = request.headers.get("x-api-key")
-    if given is None:
-        scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
-        given = credentials.strip() if scheme.lower() == "bearer" else ""
-    if not hmac.compare_digest(given.encode("utf-8"), expected.encode("utf-8")):
-        raise ApiError(401, "unauthorized", ADMIN_KEY_WRONG)
 
 
 def _manager(request: Request) -> RebuildManager:
@@ -312,14 +303,6 @@ def _library_error(error: LibraryError, not_found: str = DOCUMENT_NOT_FOUND) -> 
     if isinstance(error, DuplicateDocumentError):
         body["duplicate_of"] = error.doc_id
     return JSONResponse(body, status_code=STATUS_FOR_CODE.get(error.code, 422))
-
-
-def _document_info(document: Document) -> dict[str, Any]:
-    return {
-        key: getattr(document, key)
-        for key in ("doc_id", "title", "issuer", "doc_number", "date", "kind", "status",
-                    "effective_date", "region", "source_file")
-    }
 
 
 def _rebuild_reply(manager: RebuildManager, ticket: int) -> dict[str, Any]:
@@ -342,28 +325,68 @@ def _receive_upload(upload: UploadFile, folder: Path, limit: int) -> Path:
     return target
 
 
+def _replaced(added: AddedDocument) -> dict[str, Any] | None:
+    if not added.replaced_doc_id:
+        return None
+    return {"doc_id": added.replaced_doc_id, "action": added.replaced_action}
+
+
+def store_upload(
+    settings: Settings, manager: RebuildManager, source: Path, original_name: str, form: UploadForm
+) -> dict[str, Any]:
+    """Stores the file at `source` as a new document with the metadata of `form` (replacing
+    `form.replaces` if given) and asks for a rebuild; returns what POST /api/documents
+    answers.
+
+    :raises LibraryError: the file or the metadata is refused; nothing changed.
+    """
+    added = Library(settings).add(
+        source, form, original_name=original_name, replaces=form.replaces,
+        remove_replaced=form.remove_replaced,
+    )
+    summary = document_summary(added.document).model_dump(mode="json")
+    return {"document": summary, "replaced": _replaced(added),
+            **_rebuild_reply(manager, manager.request())}
+
+
+def remove(settings: Settings, manager: RebuildManager, doc_id: str) -> dict[str, Any]:
+    """Takes `doc_id` out and asks for a rebuild; returns what DELETE answers.
+
+    :raises LibraryError: unknown, or one part of a file of several documents.
+    """
+    removed = Library(settings).remove(doc_id)
+    return {"removed": asdict(removed), **_rebuild_reply(manager, manager.request())}
+
+
+def supersede(
+    settings: Settings, manager: RebuildManager, doc_id: str, by: str | None = None
+) -> dict[str, Any]:
+    """Marks `doc_id` superseded (by `by`) and asks for a rebuild.
+
+    :raises LibraryError: an unknown document.
+    """
+    Library(settings).mark_superseded(doc_id, by)
+    return {"superseded": {"doc_id": doc_id, "by": by}, **_rebuild_reply(manager, manager.request())}
+
+
 @router.post(
     UPLOAD_PATH,
     status_code=201,
     form_limits={"max_files": 1, "max_fields": 20, "max_part_size": 4096},
     responses={**ADMIN_RESPONSES, 409: {"description": "重复文件 / duplicate"},
                413: {"description": "文件过大"}, 415: {"description": "不支持的类型"},
-               422: {"description": "文件无法读取"}},
+               422: {"description": "文件无法读取"}, **error_responses(404, 408, s404="要替代的文档不存在 / replaced document unknown")},
+    # What a client sends: a file part with a filename (its suffix picks the reader).
+    openapi_extra={"requestBody": {"content": {"multipart/form-data": {"encoding": {"file": {
+        "contentType": "text/plain", "headers": {"Content-Disposition": {
+            "schema": {"type": "string"}, "example": 'form-data; name="file"; filename="policy.txt"'}},
+    }}}}}},
     summary="上传文档 / Add a document",
 )
 def upload_document(
     request: Request,
+    form: Annotated[UploadForm, Form()],
     file: UploadFile = File(description="txt / md / pdf / docx"),
-    title: str | None = Form(None, max_length=200),
-    issuer: str | None = Form(None, max_length=200),
-    doc_number: str | None = Form(None, max_length=100),
-    date: str | None = Form(None, max_length=10, description="YYYY-MM-DD"),
-    kind: str | None = Form(None, max_length=50),
-    status: str | None = Form(None, max_length=50, description="in force, superseded, ..."),
-    effective_date: str | None = Form(None, max_length=10),
-    region: str | None = Form(None, max_length=100),
-    replaces: str | None = Form(None, max_length=64, description="doc_id this one replaces"),
-    remove_replaced: bool = Form(False, description="remove the replaced document instead of flagging it"),
 ) -> Any:
     """Store a new policy document (the original file, unchanged) and rebuild the index in
     the background. Metadata the form leaves out is read from the document (title, 文号,
@@ -371,34 +394,17 @@ def upload_document(
     `remove_replaced`. Answers 201 with the document and a rebuild `ticket`: the document
     is searchable once /readyz's `rebuild.applied` reaches it."""
     settings: Settings = request.app.state.settings
-    metadata = DocumentMetadata(title, issuer, doc_number, date, kind, status, effective_date, region)
     folder = upload_temp_folder()
     try:
-        received = _receive_upload(file, folder, settings.max_document_bytes)
-        added: AddedDocument = _library(request).add(
-            received,
-            metadata,
-            original_name=Path(file.filename or "upload").name,
-            replaces=replaces or None,
-            remove_replaced=remove_replaced,
+        received = _receive_upload(file, folder, settings.corpus.max_document_bytes)
+        reply = store_upload(
+            settings, _manager(request), received, Path(file.filename or "upload").name, form
         )
     except LibraryError as error:
         return _library_error(error, not_found=REPLACED_NOT_FOUND)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    manager = _manager(request)
-    ticket = manager.request()
-    return JSONResponse(
-        {
-            "document": _document_info(added.document),
-            "replaced": (
-                {"doc_id": added.replaced_doc_id, "action": added.replaced_action}
-                if added.replaced_doc_id else None
-            ),
-            **_rebuild_reply(manager, ticket),
-        },
-        status_code=201,
-    )
+    return JSONResponse(reply, status_code=201)
 
 
 @router.delete(
@@ -410,12 +416,25 @@ def remove_document(doc_id: str, request: Request) -> Any:
     """Take a document out of the knowledge base (its original is kept in the corpus
     folder's .removed/) and rebuild the index in the background."""
     try:
-        removed = _library(request).remove(doc_id)
+        return remove(request.app.state.settings, _manager(request), doc_id)
     except LibraryError as error:
         return _library_error(error)
-    manager = _manager(request)
-    ticket = manager.request()
-    return {"removed": asdict(removed), **_rebuild_reply(manager, ticket)}
+
+
+@router.post(
+    UPLOAD_PATH + "/{doc_id}/supersede",
+    responses={**ADMIN_RESPONSES, 404: {"description": "未知文档"}, **error_responses(400, 408, 413)},
+    summary="标记为已替代 / Mark a document superseded",
+)
+def supersede_document(doc_id: str, request: Request, body: SupersedeRequest | None = None) -> Any:
+    """Flag a document as superseded, by another one (`by`) or not: it stays searchable,
+    its citations say so, and in-force-only answers leave it out. Rebuilds in the
+    background."""
+    try:
+        return supersede(request.app.state.settings, _manager(request), doc_id,
+                         body.by if body else None)
+    except LibraryError as error:
+        return _library_error(error)
 
 
 @router.post(

@@ -3,8 +3,9 @@ and OpenAI clients can use the assistant unchanged.
 
 The last user message is the question and the earlier user messages are its history (the
 assistant's own turns are not needed: answers are extracted from the documents). The reply's
-content is the answer with its span in Markdown **bold**, its confidence line
-("置信度：高（0.93）"), then its citations as plain lines "[1] 《title》 section"; the
+content (`ui.render.render(answer, "openai")`) is the answer with its span in Markdown
+**bold**, its confidence line ("置信度：高（0.93）"), then its citations as plain lines
+"[1] 《title》 section"; the
 structured answer (`Answer.to_dict()`) rides along in an extra `policy_qa` field, which
 OpenAI clients ignore. `stream: true` sends server-sent events in OpenAI's
 `chat.completion.chunk` format. Errors use OpenAI's shape
@@ -13,14 +14,13 @@ OpenAI clients ignore. `stream: true` sends server-sent events in OpenAI's
 
 from __future__ import annotations
 
-import hmac
 import json
 import re
 import time
 import uuid
 from collections.abc import Iterator
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -28,8 +28,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from corpus.settings import Settings
 from qa.errors import QuestionError
 from qa.models import Answer
-from ui.bots import REFUSAL_TEXT, BotRequestError, book_title, read_capped_body
-from ui.render import MARKDOWN_MARKS, confidence_text, mark_span
+from ui.deps import OpenAIKeyError, require_openai_key
+from ui.errors import error_responses, inline_schema
+from ui.render import render
 from ui.schemas import has_lone_surrogate
 
 MODEL_ID = "policy-qa"
@@ -89,22 +90,9 @@ def openai_error(status_code: int, message: str, error_type: str, code: str | No
     return JSONResponse(body, status_code=status_code)
 
 
-def answer_content(answer: Answer) -> str:
-    """The reply text (Markdown): the answer (or a plain refusal) with its span in **bold**,
-    its confidence when answered, then one line per citation."""
-    body = answer.answer if (answer.answered or answer.answer) else REFUSAL_TEXT
-    if answer.answered:
-        body = mark_span(body, answer.span, *MARKDOWN_MARKS)
-        body += "\n" + confidence_text(answer.confidence, answer.confidence_label)
-    if answer.notice and answer.notice not in body:
-        body = f"{answer.notice}\n{body}"
-    lines = []
-    for number, citation in enumerate(answer.citations if answer.answered else (), start=1):
-        line = f"[{number}] {book_title(citation.title)} {citation.section}".rstrip()
-        if citation.note:
-            line += f"（{citation.note}）"
-        lines.append(line)
-    return body + ("\n\n" + "\n".join(lines) if lines else "")
+async def on_key_error(request: Request, error: OpenAIKeyError) -> JSONResponse:
+    """A wrong or missing /v1 key (`ui.deps.require_openai_key`), in OpenAI's error shape."""
+    return openai_error(401, str(error), "invalid_request_error", "invalid_api_key")
 
 
 def split_for_streaming(content: str) -> list[str]:
@@ -117,7 +105,7 @@ class ChatCompletionBuilder:
 
     def __init__(self, answer: Answer):
         self.answer = answer
-        self.content = answer_content(answer)
+        self.content = render(answer, "openai")
         self.completion_id = f"chatcmpl-{uuid.uuid4().hex}"
         self.created = int(time.time())
 
@@ -164,54 +152,40 @@ def _validation_summary(error: ValidationError) -> str:
 
 
 def create_router(settings: Settings) -> APIRouter:
-    """The `/v1` routes. When `settings.openai_api_key` is set, requests must carry it as
+    """The `/v1` routes. When `settings.service.openai_api_key` is set, requests must carry it as
     `Authorization: Bearer <key>`. The assistant is read per request from
     `request.app.state.assistant`."""
-    router = APIRouter(prefix="/v1", tags=["openai-compatible"])
-    api_key = settings.openai_api_key
-    max_history_turns = settings.max_history_turns
-    log_questions = settings.log_questions
-    max_body_bytes = settings.max_openai_request_bytes
-
-    def refused_key(request: Request) -> JSONResponse | None:
-        if not api_key:
-            return None
-        scheme, _, presented = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() == "bearer" and hmac.compare_digest(
-            presented.strip().encode(), api_key.encode()
-        ):
-            return None
-        return openai_error(
-            401, "Incorrect or missing API key (Authorization: Bearer <key>).",
-            "invalid_request_error", "invalid_api_key",
-        )
+    router = APIRouter(
+        prefix="/v1", tags=["openai-compatible"], dependencies=[Depends(require_openai_key)]
+    )
+    max_history_turns = settings.qa.max_history_turns
+    log_questions = settings.service.log_questions
 
     def model_object() -> dict:
         return {"id": MODEL_ID, "object": "model", "created": 0, "owned_by": "policy-qa"}
 
-    @router.get("/models")
-    async def list_models(request: Request) -> Response:
-        return refused_key(request) or JSONResponse({"object": "list", "data": [model_object()]})
+    @router.get("/models", responses=error_responses(401, 429, model=None))
+    async def list_models() -> Response:
+        return JSONResponse({"object": "list", "data": [model_object()]})
 
-    @router.get("/models/{model_id}")
-    async def retrieve_model(model_id: str, request: Request) -> Response:
-        if refused := refused_key(request):
-            return refused
+    @router.get("/models/{model_id}", responses=error_responses(401, 404, 429, model=None))
+    async def retrieve_model(model_id: str) -> Response:
         if model_id != MODEL_ID:
             return openai_error(404, f"The model '{model_id}' does not exist.",
                                 "invalid_request_error", "model_not_found", "model")
         return JSONResponse(model_object())
 
-    @router.post("/chat/completions")
+    @router.post(
+        "/chat/completions",
+        # The body is read by hand (to answer OpenAI-shaped 400s, not 422s): declare it.
+        openapi_extra={"requestBody": {"required": True, "content": {
+            "application/json": {"schema": inline_schema(ChatCompletionRequest)}}}},
+        responses=error_responses(400, 401, 408, 413, 429, 503, model=None),
+    )
     async def create_chat_completion(request: Request) -> Response:
-        if refused := refused_key(request):
-            return refused
         try:
-            body = await read_capped_body(request, max_body_bytes)
-            parsed = ChatCompletionRequest.model_validate(json.loads(body))
-        except BotRequestError as error:
-            return openai_error(error.status_code, "Request body too large.",
-                                "invalid_request_error", "request_too_large")
+            # The body is bounded (settings.service.max_openai_request_bytes) by ui.app's RequestBodyLimits.
+            parsed = ChatCompletionRequest.model_validate(json.loads(await request.body()))
         except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
             # RecursionError: JSON nested deeper than the parser goes ("[[[[...").
             return openai_error(400, "Request body is not valid JSON.",

@@ -7,9 +7,12 @@ where the settings are known; the static bounds here only stop absurd input earl
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from corpus.models import Document, DocumentInfo, DocumentMetadata, optional_text
+from corpus.settings import settings  # the limits the schema states are the configured ones
 
 EXAMPLE_QUESTION = "虹桥国际开放枢纽包括哪些区域？"
 # The seed sentence the /api/ask response example quotes (document 003-1).
@@ -32,6 +35,11 @@ def _reject_surrogates(value: str) -> str:
     return value
 
 
+# Not blank as qa.assistant.clean_question sees it: a character that is neither a space nor
+# one of the controls it drops.
+NOT_BLANK = r"[^\s\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028\u2029\ufeff]"
+
+
 class AskRequest(BaseModel):
     """A question, with the earlier questions of the conversation for follow-ups."""
 
@@ -52,15 +60,19 @@ class AskRequest(BaseModel):
     )
 
     question: str = Field(
-        description="用户的问题（中文）。The user's question; at most settings.max_question_chars "
+        description="用户的问题（中文）。The user's question; at most settings.qa.max_question_chars "
         "characters, not blank.",
         examples=[EXAMPLE_QUESTION],
+        # "not blank" in the schema too: one character that is not a space or a control
+        pattern=NOT_BLANK,
+        max_length=settings.qa.max_question_chars,
     )
-    history: list[str] = Field(
+    history: list[Annotated[str, Field(max_length=settings.qa.max_question_chars)]] = Field(
         default_factory=list,
+        max_length=settings.qa.max_history_turns,
         description="本次对话中此前的用户问题，按时间顺序。Earlier user questions of this "
         "conversation, oldest first, used to resolve follow-ups; at most "
-        "settings.max_history_turns items.",
+        "settings.qa.max_history_turns items.",
         examples=[[EXAMPLE_QUESTION]],
     )
     top_k: int | None = Field(
@@ -68,7 +80,7 @@ class AskRequest(BaseModel):
         ge=1,
         le=20,
         description="返回的相关段落数。How many retrieved passages to return (1-20); "
-        "settings.top_k when omitted.",
+        "settings.qa.top_k when omitted.",
         examples=[5],
     )
     documents: list[str] | None = Field(
@@ -76,10 +88,11 @@ class AskRequest(BaseModel):
         max_length=MAX_DOCUMENT_FILTER,
         description="只在这些文档中查找（文档编号，见 GET /api/documents）。Restrict the "
         "search to these doc_ids; all documents when omitted.",
-        examples=[["001", "003a"]],
+        examples=[["001", "004"]],  # ids of the bundled corpus: the example must be valid
     )
     in_force_only: bool = Field(
         default=False,
+        strict=True,  # a boolean, as the schema says: not 0, 1 or "yes"
         description="只使用现行有效的政策文件。Only use documents whose status is in force.",
     )
 
@@ -203,18 +216,43 @@ class AskResponse(BaseModel):
     )
 
 
-class DocumentSummary(BaseModel):
-    doc_id: str = Field(description="文档编号。Document id.", examples=["001"])
-    title: str = Field(description="标题。Title.", examples=["虹桥国际开放枢纽建设总体方案"])
-    issuer: str | None = Field(default=None, description="发文机关。Issuing body.")
-    doc_number: str | None = Field(default=None, description="文号。Document number.", examples=["沪府发〔2021〕2号"])
-    date: str | None = Field(default=None, description="日期（ISO）。Date, ISO format.")
-    effective_date: str | None = Field(default=None, description="施行日期。Effective date, where known.")
-    region: str | None = Field(default=None, description="适用地区。Region, where known.")
-    kind: str | None = Field(default=None, description="文档类型。Kind: plan, notice, report...")
-    status: str | None = Field(default=None, description="效力状态。Status, e.g. in force.")
+class DocumentSummary(DocumentInfo):
+    """A document's catalogue metadata (the fields of `corpus.models.DocumentInfo`) with where
+    it comes from."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
     source_file: str = Field(description="来源文件名。Source file name.")
     sections: int = Field(description="章节数。Number of sections.")
+
+
+def document_summary(document: Document) -> DocumentSummary:
+    return DocumentSummary(
+        **document.model_dump(include=set(DocumentInfo.model_fields)),
+        source_file=document.source_file,
+        sections=len(document.sections),
+    )
+
+
+class UploadForm(DocumentMetadata):
+    """The upload form's fields besides the file: the metadata staff give (blank: read from
+    the document), and the document it replaces."""
+
+    # The form also carries the file, which FastAPI passes to the model too.
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    replaces: optional_text(max_length=64) = Field(
+        None, description="被替代的文档编号。doc_id this one replaces."
+    )
+    remove_replaced: bool = Field(
+        False, description="删除被替代的文档，而非标记为已替代。Remove the replaced document instead of flagging it."
+    )
+
+
+class SupersedeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    by: str | None = Field(None, max_length=64, description="替代它的文档编号。The doc_id that replaces it.")
 
 
 class SectionOut(BaseModel):

@@ -27,10 +27,13 @@ class BackgroundServer:
 
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        settings = getattr(app.state, "settings", None)
         self._server = uvicorn.Server(
             uvicorn.Config(
                 app, host="127.0.0.1", port=self.port, log_level="warning", access_log=False,
-                lifespan="on",
+                lifespan="on", server_header=False, proxy_headers=True,
+                # as `policyqa serve` does: X-Forwarded-For is believed only from these
+                forwarded_allow_ips=settings.service.forwarded_allow_ips if settings else None,
             )
         )
         self._thread = threading.Thread(target=self._server.run, daemon=True)

@@ -5,7 +5,9 @@ over token, timestamp and nonce; echo `echostr`) and `POST` messages answered wi
 XML reply, in plain mode or safe mode (`encrypt_type=aes`: AES with the EncodingAESKey,
 `msg_signature` over the encrypted body). Once an EncodingAESKey is configured, only safe
 mode is accepted: a plain-mode signature does not cover the body, so one signed URL would let
-anyone post as any user. Answering is `ui.bots.BotResponder`'s job.
+anyone post as any user. Callbacks with a stale timestamp or a reused nonce are refused
+(`ui.replay`), and each user's messages are rate-limited. Answering is
+`ui.bots.BotResponder`'s job.
 
 Configuration (env `POLICYQA_WECHAT_TOKEN`, `POLICYQA_WECHAT_AES_KEY`,
 `POLICYQA_WECHAT_APP_ID`) is described in docs/bots.md.
@@ -25,9 +27,11 @@ from ui.bots import (
     BotRequestError,
     BotResponder,
     parse_flat_xml,
-    read_capped_body,
     signature_matches,
 )
+from ui.errors import error_responses
+from ui.ratelimit import RateLimit, limited_message
+from ui.replay import ReplayGuard, message_identity
 
 
 class WeChatEnvelope:
@@ -35,11 +39,11 @@ class WeChatEnvelope:
     plain, or encrypted when the request was (`encrypt_type=aes`)."""
 
     def __init__(self, settings: Settings):
-        self.token = settings.wechat_token
-        self.safe_mode_only = bool(settings.wechat_aes_key)
+        self.token = settings.bots.wechat_token
+        self.safe_mode_only = bool(settings.bots.wechat_aes_key)
         self.crypto = (
-            WeChatCrypto(settings.wechat_token, settings.wechat_aes_key, settings.wechat_app_id)
-            if settings.wechat_token and settings.wechat_aes_key and settings.wechat_app_id
+            WeChatCrypto(settings.bots.wechat_token, settings.bots.wechat_aes_key, settings.bots.wechat_app_id)
+            if settings.bots.wechat_token and settings.bots.wechat_aes_key and settings.bots.wechat_app_id
             else None
         )
 
@@ -95,20 +99,34 @@ def create_router(settings: Settings) -> APIRouter:
     router = APIRouter(tags=["bots"])
     envelope = WeChatEnvelope(settings)
     responder = BotResponder(settings)
-    max_body_bytes = settings.bot_max_body_bytes
+    guard = ReplayGuard(settings.bots.bot_timestamp_window_s)
+    user_limit = RateLimit(settings.bots.bot_rate_limit_per_s, settings.bots.bot_rate_limit_burst, "wechat")
 
-    @router.get("/wechat", response_class=PlainTextResponse)
+    @router.get(
+        "/wechat",
+        response_class=PlainTextResponse,
+        responses=error_responses(403, 503, model=None, media_type="text/plain"),
+    )
     async def verify_wechat_url(
         signature: str = "", timestamp: str = "", nonce: str = "", echostr: str = ""
     ) -> PlainTextResponse:
         """WeChat's server URL check: echo `echostr` when the signature is right."""
         try:
             envelope.check_signature(signature, timestamp, nonce)
+            guard.check_timestamp(timestamp)
         except BotRequestError as error:
             return PlainTextResponse(error.message, status_code=error.status_code)
         return PlainTextResponse(echostr)
 
-    @router.post("/wechat")
+    @router.post(
+        "/wechat",
+        response_class=PlainTextResponse,
+        responses={
+            200: {"description": "被动回复 / passive reply",
+                  "content": {"application/xml": {"schema": {"type": "string"}}}},
+            **error_responses(400, 403, 408, 413, 503, model=None, media_type="text/plain"),
+        },
+    )
     async def receive_wechat_message(
         request: Request,
         signature: str = "",
@@ -120,10 +138,14 @@ def create_router(settings: Settings) -> APIRouter:
         encrypted = encrypt_type.lower() == "aes"
         try:
             envelope.check_signature(signature, timestamp, nonce)
-            body = await read_capped_body(request, max_body_bytes)
+            guard.check_timestamp(timestamp)
+            body = await request.body()  # bounded by ui.app's RequestBodyLimits
             message_xml = envelope.open(
                 body, encrypted=encrypted, msg_signature=msg_signature,
                 timestamp=timestamp, nonce=nonce,
+            )
+            first_sight = guard.admit(
+                timestamp, nonce, message_identity(parse_flat_xml(message_xml), message_xml)
             )
             try:
                 message = parse_message(message_xml)
@@ -132,7 +154,12 @@ def create_router(settings: Settings) -> APIRouter:
         except BotRequestError as error:
             return PlainTextResponse(error.message, status_code=error.status_code)
 
-        reply_text = await responder.reply_to_request(request, message)
+        # A retry is not a new message: it does not count, and gets the first reply again.
+        retry_after_s = user_limit.hit(message.source or "") if first_sight else None
+        if retry_after_s is not None:
+            reply_text = limited_message(retry_after_s)
+        else:
+            reply_text = await responder.reply_to_request(request, message)
         if reply_text is None:
             return PlainTextResponse("success")  # WeChat's "no reply, do not retry"
         reply_xml = TextReply(message=message, content=reply_text).render()

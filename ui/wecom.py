@@ -4,7 +4,9 @@ WeCom's callback protocol is always encrypted: `GET` URL verification decrypts `
 (after checking `msg_signature` over token, timestamp, nonce and echostr) and echoes the
 plaintext; `POST` messages arrive as `<xml><Encrypt>…</Encrypt></xml>` and get an encrypted
 passive reply. Crypto and parsing come from wechatpy's `enterprise` package (WeCom's former
-name); answering is `ui.bots.BotResponder`'s job, shared with `/wechat`.
+name). Stale timestamps and reused nonces are refused as in `/wechat` (`ui.replay`), and each
+user's messages are rate-limited; answering is `ui.bots.BotResponder`'s job, shared with
+`/wechat`.
 
 Configuration (env `POLICYQA_WECOM_TOKEN`, `POLICYQA_WECOM_AES_KEY`,
 `POLICYQA_WECOM_CORP_ID`) is described in docs/bots.md.
@@ -19,7 +21,10 @@ from wechatpy.enterprise.replies import TextReply
 from wechatpy.exceptions import InvalidSignatureException
 
 from corpus.settings import Settings
-from ui.bots import BotRequestError, BotResponder, parse_flat_xml, read_capped_body
+from ui.bots import BotRequestError, BotResponder, parse_flat_xml
+from ui.errors import error_responses
+from ui.ratelimit import RateLimit, limited_message
+from ui.replay import ReplayGuard, message_identity
 
 NOT_CONFIGURED = (
     "企业微信接口未配置（需设置 POLICYQA_WECOM_TOKEN、POLICYQA_WECOM_AES_KEY 和 "
@@ -32,8 +37,8 @@ class WeComEnvelope:
 
     def __init__(self, settings: Settings):
         self.crypto = (
-            WeChatCrypto(settings.wecom_token, settings.wecom_aes_key, settings.wecom_corp_id)
-            if settings.wecom_token and settings.wecom_aes_key and settings.wecom_corp_id
+            WeChatCrypto(settings.bots.wecom_token, settings.bots.wecom_aes_key, settings.bots.wecom_corp_id)
+            if settings.bots.wecom_token and settings.bots.wecom_aes_key and settings.bots.wecom_corp_id
             else None
         )
 
@@ -87,25 +92,45 @@ def create_router(settings: Settings) -> APIRouter:
     router = APIRouter(tags=["bots"])
     envelope = WeComEnvelope(settings)
     responder = BotResponder(settings)
-    max_body_bytes = settings.bot_max_body_bytes
+    guard = ReplayGuard(settings.bots.bot_timestamp_window_s)
+    user_limit = RateLimit(settings.bots.bot_rate_limit_per_s, settings.bots.bot_rate_limit_burst, "wecom")
 
-    @router.get("/wecom", response_class=PlainTextResponse)
+    @router.get(
+        "/wecom",
+        response_class=PlainTextResponse,
+        responses=error_responses(403, 503, model=None, media_type="text/plain"),
+    )
     async def verify_wecom_url(
         msg_signature: str = "", timestamp: str = "", nonce: str = "", echostr: str = ""
     ) -> PlainTextResponse:
         try:
-            return PlainTextResponse(envelope.echo(msg_signature, timestamp, nonce, echostr))
+            echoed = envelope.echo(msg_signature, timestamp, nonce, echostr)
+            guard.check_timestamp(timestamp)
+            return PlainTextResponse(echoed)
         except BotRequestError as error:
             return PlainTextResponse(error.message, status_code=error.status_code)
 
-    @router.post("/wecom")
+    @router.post(
+        "/wecom",
+        response_class=PlainTextResponse,
+        responses={
+            200: {"description": "被动回复 / passive reply",
+                  "content": {"application/xml": {"schema": {"type": "string"}}}},
+            **error_responses(400, 403, 408, 413, 503, model=None, media_type="text/plain"),
+        },
+    )
     async def receive_wecom_message(
         request: Request, msg_signature: str = "", timestamp: str = "", nonce: str = ""
     ) -> Response:
         try:
             envelope.configured_crypto()
-            body = await read_capped_body(request, max_body_bytes)
+            body = await request.body()  # bounded by ui.app's RequestBodyLimits
             message_xml = envelope.open(body, msg_signature, timestamp, nonce)
+            # After the signature check: only a verified callback may spend a nonce.
+            guard.check_timestamp(timestamp)
+            first_sight = guard.admit(
+                timestamp, nonce, message_identity(parse_flat_xml(message_xml), message_xml)
+            )
             try:
                 message = parse_message(message_xml)
             except (KeyError, TypeError, AttributeError, ValueError):
@@ -113,7 +138,12 @@ def create_router(settings: Settings) -> APIRouter:
         except BotRequestError as error:
             return PlainTextResponse(error.message, status_code=error.status_code)
 
-        reply_text = await responder.reply_to_request(request, message)
+        # A retry is not a new message: it does not count, and gets the first reply again.
+        retry_after_s = user_limit.hit(message.source or "") if first_sight else None
+        if retry_after_s is not None:
+            reply_text = limited_message(retry_after_s)
+        else:
+            reply_text = await responder.reply_to_request(request, message)
         if reply_text is None:
             return PlainTextResponse("")  # WeCom: an empty body means no reply
         reply_xml = TextReply(message=message, content=reply_text).render()
