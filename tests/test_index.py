@@ -429,6 +429,8 @@ def test_failed_swap_restores_the_previous_index(small_index_dir, small_settings
         return real_replace(source, target)
 
     monkeypatch.setattr(store.os, "replace", replace_failing_on_new_index)
+    # the two-rename path, taken where renameat2 cannot exchange the directories
+    monkeypatch.setattr(store, "_exchange", lambda first, second: False)
     with pytest.raises(OSError, match="disk full"):
         build_index(small_settings, progress=False)
     monkeypatch.undo()
