@@ -42,24 +42,22 @@ def fuse(
     # chunk id -> this run's contribution, written as the sums were before the seam (weight
     # times the normalised score; weight over k + rank), so fused scores stay the same floats
     contributions: dict[str, dict[str, float]] = {}
-    for name, hits in runs.items():
-        weight = weights.get(name, 0.0)
-        if method == "rrf":
-            contributions[name] = {
-                hit.chunk.chunk_id: weight / (rrf_k + rank) for rank, hit in enumerate(hits, 1)
-            }
-            continue
-        low = min((hit.score for hit in hits), default=0.0)
-        spread = (max((hit.score for hit in hits), default=1.0) - low) or 1.0
-        contributions[name] = {hit.chunk.chunk_id: weight * (hit.score - low) / spread for hit in hits}
     chunks = {}
     scores: dict[str, dict[str, float]] = {}
     ranks: dict[str, dict[str, int]] = {}
     for name, hits in runs.items():
+        weight = weights.get(name, 0.0)
+        low = min((hit.score for hit in hits), default=0.0)
+        spread = (max((hit.score for hit in hits), default=1.0) - low) or 1.0
+        contributions[name] = {}
         for rank, hit in enumerate(hits, start=1):
-            chunks.setdefault(hit.chunk.chunk_id, hit.chunk)
-            scores.setdefault(hit.chunk.chunk_id, {})[name] = hit.score
-            ranks.setdefault(hit.chunk.chunk_id, {})[name] = rank
+            chunk_id = hit.chunk.chunk_id
+            contributions[name][chunk_id] = (
+                weight / (rrf_k + rank) if method == "rrf" else weight * (hit.score - low) / spread
+            )
+            chunks.setdefault(chunk_id, hit.chunk)
+            scores.setdefault(chunk_id, {})[name] = hit.score
+            ranks.setdefault(chunk_id, {})[name] = rank
     fused = []
     for chunk_id, chunk in chunks.items():
         total = 0.0
