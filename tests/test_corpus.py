@@ -52,7 +52,7 @@ def path_of(document: Document, quote: str) -> tuple[str, ...]:
 def test_every_seed_file_loads_without_errors(seed_corpus):
     assert seed_corpus.errors == []
     assert [d.doc_id for d in seed_corpus.documents] == SEED_IDS
-    seed_files = sorted(p.name for p in (PROJECT_ROOT / "corpus" / "documents").iterdir())
+    seed_files = sorted(p.name for p in (PROJECT_ROOT / "corpus" / "documents").iterdir() if not p.name.startswith("."))
     assert sorted({d.source_file for d in seed_corpus.documents}) == seed_files
     for document in seed_corpus.documents:
         assert document.text.strip() and document.title
@@ -613,5 +613,5 @@ def test_catalogue_keywords_reach_the_document_and_must_be_a_list_of_words(tmp_p
 
 def test_the_shipped_catalogue_is_valid_and_lists_every_seed_file():
     catalogue = Catalogue.from_path(PROJECT_ROOT / "corpus" / "catalogue.json")
-    seed_files = {p.name for p in (PROJECT_ROOT / "corpus" / "documents").iterdir()}
+    seed_files = {p.name for p in (PROJECT_ROOT / "corpus" / "documents").iterdir() if not p.name.startswith(".")}
     assert set(catalogue.files) == seed_files

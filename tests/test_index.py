@@ -84,7 +84,7 @@ def small_settings(tmp_path: Path) -> Settings:
     """Two real seed documents in a temp corpus dir, fake embedder, temp index and cache."""
     corpus_dir = tmp_path / "corpus"
     corpus_dir.mkdir()
-    for name in sorted(p.name for p in SEED_DIR.iterdir())[1:3]:  # 001 and 002
+    for name in sorted(p.name for p in SEED_DIR.iterdir() if not p.name.startswith("."))[1:3]:  # 001 and 002
         shutil.copy(SEED_DIR / name, corpus_dir / name)
     return Settings(
         corpus_dir=corpus_dir,
