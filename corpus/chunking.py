@@ -65,6 +65,7 @@ class Chunker:
                         text=text,
                         char_span=(start, end),
                         sentences=tuple((s - start, e - start) for s, e in sentences),
+                        table_header=table_header(document.text, start),
                     )
                 )
         return chunks
@@ -131,6 +132,25 @@ def segments(document: Document) -> list[Segment]:
         if text[start:end].strip():
             found.append(Segment(section.path, _trimmed(text, start, end)))
     return found
+
+
+def table_header(text: str, start: int) -> str:
+    """The header row of the table a chunk starting at `start` continues: the first row of
+    the tab-separated lines that run into the chunk's first line, or "" when the chunk does
+    not start inside a table or starts at its header."""
+    line_start = text.rfind("\n", 0, start) + 1
+    line_end = text.find("\n", start)
+    if "\t" not in text[line_start : line_end if line_end >= 0 else len(text)]:
+        return ""
+    header_start = line_start
+    while header_start > 0:
+        previous = text.rfind("\n", 0, header_start - 1) + 1
+        if "\t" not in text[previous : header_start - 1]:
+            break
+        header_start = previous
+    if header_start >= line_start:
+        return ""
+    return text[header_start : text.find("\n", header_start)].strip()
 
 
 def _is_below(candidate: Section, parent: Section) -> bool:

@@ -214,8 +214,8 @@ class Chunk:
     """A passage of one section of one document.
 
     `text` equals `document.text[char_span[0]:char_span[1]]` exactly, so a citation can
-    quote and highlight it. `index_text` (title and section path prepended) is what the
-    retrievers see; it is never shown.
+    quote and highlight it. `index_text` (title, section path and table header prepended) is
+    what the retrievers see; it is never shown.
     """
 
     chunk_id: str
@@ -226,14 +226,22 @@ class Chunk:
     text: str
     char_span: tuple[int, int]
     sentences: tuple[tuple[int, int], ...] = field(default=())  # spans relative to `text`
+    # The header row of the table this chunk continues, when the chunk starts below it:
+    # the column names ("2025年目标值") that say what the chunk's cells are. Not part of `text`.
+    table_header: str = ""
 
     @property
     def section(self) -> str:
         return SECTION_SEPARATOR.join(self.section_path)
 
     @property
+    def context(self) -> str:
+        """What heads the chunk without being quoted: its section path and table header."""
+        return f"{self.section}\n{self.table_header}" if self.table_header else self.section
+
+    @property
     def index_text(self) -> str:
-        return f"{self.title}\n{self.section}\n{self.text}"
+        return f"{self.title}\n{self.context}\n{self.text}"
 
     @staticmethod
     def make_id(doc_id: str, section_path: tuple[str, ...], text: str) -> str:

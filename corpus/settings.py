@@ -124,7 +124,7 @@ class QASettings(LayerSettings):
     list_enumeration: bool = Field(True, description="哪些 questions quote the whole enumeration")
     table_rows: bool = Field(True, description="a table row is quoted whole")
     compound_questions: bool = Field(True, description="compound questions are read part by part")
-    year_check: bool = Field(True, description="a year the question names must be in the answering passage")
+    year_check: bool = Field(True, description="a year the question names must be in the answering passage, its section or table header")
     refuse_unknown_names: bool = Field(True, description="refuse a place or organisation no document names")
     reader_early_exit: float = Field(
         0.0, ge=0.0, le=1.0, description="the top passage alone answers at this probability; 0 reads all"
@@ -171,6 +171,11 @@ class ServiceSettings(LayerSettings):
     )
     frame_ancestors: list[str] = Field(
         [], description="origins allowed to embed the pages in a frame; empty: this site only"
+    )
+    # Replicas sharing one index directory (issue 13): how often `policyqa serve` looks for
+    # a build that another process (the writer) published there, and swaps it in.
+    index_reload_interval_s: float = Field(
+        5.0, ge=0, description="seconds between checks for a newly published index build; 0 off"
     )
 
 

@@ -45,6 +45,7 @@ from pathlib import Path
 import numpy as np
 
 from corpus.settings import PROJECT_ROOT
+from index.dense import IVF_TRAIN_POINTS_PER_LIST, ivf_lists
 
 # OpenMP threads spin while they wait: on a busy 2-core machine a single query on 2 threads is
 # several times slower than on 1. Threads Milvus Lite starts (its gRPC workers) take this
@@ -63,15 +64,9 @@ HNSW_M = 32
 HNSW_EF_CONSTRUCTION = 40  # FAISS's default; Milvus Lite is given the same
 HNSW_EF_SEARCH = (64, 128)
 IVF_NPROBE = (16, 32)
-IVF_TRAIN_POINTS_PER_LIST = 64
 ENGINES = ("faiss-flat", "faiss-hnsw", "faiss-ivf", "milvus-hnsw")
 ALL_ENGINES = (*ENGINES, "milvus-ivf", "milvus-flat")
 _MILVUS_INSERT_BATCH = 5_000
-
-
-def ivf_lists(n: int) -> int:
-    """IVF cells for n vectors: 4 * sqrt(n), FAISS's guideline for up to a few million."""
-    return max(1, int(round(4 * math.sqrt(n))))
 
 
 class MixtureSampler:

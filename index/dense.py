@@ -3,6 +3,7 @@ default `index.backends.DenseStore`, FAISS in process."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -15,19 +16,32 @@ if TYPE_CHECKING:
     from corpus.settings import Settings
 
 DENSE_FILE = "dense.faiss"
-# Exact search (IndexFlatIP) costs n * dim multiply-adds per query: microseconds for the
-# seed corpus (~600 chunks), a few milliseconds at 100k chunks, with no recall loss and no
-# training. Above ~100k chunks HNSW's logarithmic search is worth its approximate results
-# and its bigger memory.
+# The cut-over, from `python -m eval.bench_scale --part dense` (README, "Scale"): exact
+# search (IndexFlatIP) costs n * dim multiply-adds per query, 6 ms at 100k vectors with no
+# recall loss and no training; from 100k HNSW (M 32, efSearch 128) answers in 0.5 ms at
+# recall 0.957; at 1M HNSW fell to recall 0.880 while IVF-flat (4 * sqrt(n) cells, 16
+# probed) kept 1.000 at 0.3 ms and built in half the time, so from 1M the index is IVF.
 HNSW_THRESHOLD = 100_000
+IVF_THRESHOLD = 1_000_000
 HNSW_NEIGHBOURS = 32
 HNSW_EF_SEARCH = 128
+IVF_PROBES = 16
+IVF_TRAIN_POINTS_PER_LIST = 64  # k-means on a sample: FAISS warns below ~39 per list
 
 
-def dense_index_kind(chunks: int, hnsw_threshold: int = HNSW_THRESHOLD) -> str:
-    """The index type for `chunks` passages, "flat" or "hnsw": the cut-over measured by
-    `python -m eval.bench_scale --part dense` (README, "Scale"). Milvus builds use it too."""
+def dense_index_kind(
+    chunks: int, hnsw_threshold: int = HNSW_THRESHOLD, ivf_threshold: int = IVF_THRESHOLD
+) -> str:
+    """The index type for `chunks` passages: "flat", "hnsw" or "ivf". Milvus builds use it
+    too."""
+    if chunks >= ivf_threshold:
+        return "ivf"
     return "hnsw" if chunks >= hnsw_threshold else "flat"
+
+
+def ivf_lists(chunks: int) -> int:
+    """IVF cells for `chunks` vectors: 4 * sqrt(n), FAISS's guideline up to a few million."""
+    return max(1, int(round(4 * math.sqrt(chunks))))
 
 
 class DenseIndex:
@@ -39,11 +53,14 @@ class DenseIndex:
     def __init__(self, index: faiss.Index) -> None:
         self.index = index
         self.dim = index.d
+        if isinstance(index, faiss.IndexHNSW):
+            index.hnsw.efSearch = HNSW_EF_SEARCH
+        elif isinstance(index, faiss.IndexIVF):
+            index.nprobe = IVF_PROBES
+            index.make_direct_map()  # reconstruct_n needs it
         self.vectors = index.reconstruct_n(0, index.ntotal) if index.ntotal else np.zeros(
             (0, index.d), dtype=np.float32
         )
-        if isinstance(index, faiss.IndexHNSW):
-            index.hnsw.efSearch = HNSW_EF_SEARCH
 
     @property
     def size(self) -> int:
@@ -51,7 +68,9 @@ class DenseIndex:
 
     @property
     def kind(self) -> str:
-        return "hnsw" if isinstance(self.index, faiss.IndexHNSW) else "flat"
+        if isinstance(self.index, faiss.IndexHNSW):
+            return "hnsw"
+        return "ivf" if isinstance(self.index, faiss.IndexIVF) else "flat"
 
     @classmethod
     def build(
@@ -59,6 +78,7 @@ class DenseIndex:
         vectors: np.ndarray,
         settings: "Settings | None" = None,
         hnsw_threshold: int = HNSW_THRESHOLD,
+        ivf_threshold: int = IVF_THRESHOLD,
     ) -> "DenseIndex":
         """Row i holds `vectors[i]`; `settings` is unused (FAISS needs no connection).
 
@@ -67,8 +87,14 @@ class DenseIndex:
         if vectors.ndim != 2:
             raise ValueError(f"expected a (n, dim) array, got shape {vectors.shape}")
         dim = vectors.shape[1]
-        if dense_index_kind(len(vectors), hnsw_threshold) == "hnsw":
+        kind = dense_index_kind(len(vectors), hnsw_threshold, ivf_threshold)
+        if kind == "hnsw":
             index = faiss.IndexHNSWFlat(dim, HNSW_NEIGHBOURS, faiss.METRIC_INNER_PRODUCT)
+        elif kind == "ivf":
+            lists = ivf_lists(len(vectors))
+            index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, lists, faiss.METRIC_INNER_PRODUCT)
+            sample = np.random.default_rng(0).permutation(len(vectors))[: lists * IVF_TRAIN_POINTS_PER_LIST]
+            index.train(vectors[np.sort(sample)])
         else:
             index = faiss.IndexFlatIP(dim)
         if len(vectors):

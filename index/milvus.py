@@ -39,9 +39,10 @@ _INSERT_BATCH = 2_000
 _ROW, _VECTOR = "row", "vector"
 _BUILD_SUFFIX = re.compile(r"_\d{20}_[0-9a-f]{8}$")
 # Milvus index type for each `index.dense.dense_index_kind`, and its search parameters.
-_INDEX_TYPES = {"flat": "FLAT", "hnsw": "HNSW"}
+_INDEX_TYPES = {"flat": "FLAT", "hnsw": "HNSW", "ivf": "IVF_FLAT"}
 HNSW_BUILD = {"M": 32, "efConstruction": 64}
 HNSW_SEARCH = {"ef": 128}
+IVF_SEARCH = {"nprobe": 16}
 
 _clients_lock = threading.Lock()
 _clients: dict[tuple[str, str, str], "MilvusClient"] = {}
@@ -103,7 +104,8 @@ def build_collections(client: "MilvusClient", prefix: str) -> list[str]:
 
 
 def _search_params(index_type: str) -> dict:
-    return {"metric_type": "IP", "params": dict(HNSW_SEARCH if index_type == "HNSW" else {})}
+    params = {"HNSW": HNSW_SEARCH, "IVF_FLAT": IVF_SEARCH}.get(index_type, {})
+    return {"metric_type": "IP", "params": dict(params)}
 
 
 class MilvusDenseStore:
@@ -143,7 +145,7 @@ class MilvusDenseStore:
         from pymilvus import DataType, MilvusClient
         from pymilvus.exceptions import MilvusException
 
-        from index.dense import dense_index_kind
+        from index.dense import dense_index_kind, ivf_lists
 
         settings = _settings(settings)
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
@@ -160,7 +162,7 @@ class MilvusDenseStore:
         schema.add_field(_ROW, DataType.INT64, is_primary=True)
         schema.add_field(_VECTOR, DataType.FLOAT_VECTOR, dim=dim)
         index_params = client.prepare_index_params()
-        build_params = HNSW_BUILD if index_type == "HNSW" else {}
+        build_params = {"HNSW": HNSW_BUILD, "IVF_FLAT": {"nlist": ivf_lists(size)}}.get(index_type, {})
         index_params.add_index(_VECTOR, index_type=index_type, metric_type="IP",
                                params=dict(build_params))
         try:

@@ -52,7 +52,7 @@ from index.models import Hit
 from index.search import Bm25Search, DenseSearch, QueryEncoder
 
 # 2: BM25 stored by bm25s (bm25_*.npy) instead of bm25.npz.
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3  # 3: chunks carry their table header
 MANIFEST = "manifest.json"
 DOCUMENTS = "documents.json"
 CHUNKS = "chunks.json"
@@ -218,7 +218,7 @@ def _analyze_all(
     all_sentence_terms: list[list[list[str]]] = []
     for chunk in chunks:
         sentences = [analyzer.analyze(chunk.text[start:end]) for start, end in chunk.sentences]
-        terms = [*cached(chunk.title), *cached(chunk.section)]
+        terms = [*cached(chunk.title), *cached(chunk.section), *cached(chunk.table_header)]
         covered = 0
         for (start, end), sentence in sorted(zip(chunk.sentences, sentences)):
             if start > covered:
@@ -415,6 +415,16 @@ def read_manifest(path: Path, settings: Settings) -> dict:
                 path, "索引文件已损坏", f"index file corrupt (checksum mismatch): {file_path}"
             )
     return manifest
+
+
+def published_version(path: Path) -> str | None:
+    """The version the manifest at `path` names, without checking the index: a cheap poll
+    for processes following another's builds. None where no manifest can be read (no index,
+    or the instant between the two renames of a swap without renameat2)."""
+    try:
+        return str(_read_json(Path(path) / MANIFEST)["version"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 class Index:

@@ -107,7 +107,8 @@ class AnswerRules:
     # When the top passage alone reaches this probability, the others are not read
     # (latency); 0 reads them all.
     early_exit: float = 0.0
-    # A year the question names must be in the answering passage or its section heading.
+    # A year the question names must be in the answering passage, its section heading or
+    # its table's header row.
     year_check: bool = True
     # A place, person or organisation the question names that no document mentions.
     unknown_names: bool = True
@@ -181,7 +182,7 @@ class Answerer:
         ranked = sorted(readings, key=lambda r: (-r.probability, r.passage))
         years = _YEAR.findall(_compact(question)) if self.rules.year_check else []
         if years:
-            ranked = [r for r in ranked if all(year in _compact(read[r.passage].chunk.section + read[r.passage].chunk.text) for year in years)]
+            ranked = [r for r in ranked if all(year in _compact(read[r.passage].chunk.context + read[r.passage].chunk.text) for year in years)]
             if not ranked:
                 return Extract((), 0.0, None, (), kind, tuple(readings), missing=tuple(years))
         best = ranked[0]

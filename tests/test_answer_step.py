@@ -146,3 +146,16 @@ def test_a_place_no_document_names_is_refused(seed_index):
     answerer = Answerer(PointingReader({"23个": 0.9}), seed_index.chunks)
     assert answerer.extract("深圳前海举办了多少展览？", "深圳前海举办了多少展览？", _hits(chunk)).missing
     assert not answerer.extract("青浦区举办了多少展览？", "青浦区举办了多少展览？", _hits(chunk)).missing
+
+
+
+def test_a_year_named_only_in_the_table_header_passes_the_year_check(seed_index):
+    """A chunk that starts inside a table carries the table's header row, and the year
+    check reads it: the column says 2025 even though the chunk's rows do not."""
+    chunk = next(c for c in seed_index.chunks if c.table_header and "2025" in c.table_header)
+    assert "2025" not in chunk.text
+    cell = next(part for part in chunk.text.split("\t") if "左右" in part)
+    answerer = Answerer(PointingReader({cell: 0.9}), seed_index.chunks)
+    extract = answerer.extract("2025年目标是多少？", "2025年目标是多少？", _hits(chunk))
+    assert not extract.missing and extract.span == cell
+    assert answerer.extract("2035年目标是多少？", "2035年目标是多少？", _hits(chunk)).missing == ("2035",)

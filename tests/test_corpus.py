@@ -23,6 +23,7 @@ from corpus import (
     load_corpus,
     load_file,
 )
+from corpus.chunking import table_header
 from corpus.models import Document
 from corpus.settings import PROJECT_ROOT, Settings
 
@@ -370,6 +371,26 @@ def test_chunking_is_deterministic(seed_corpus, seed_settings, chunks):
     again = chunk_documents(load_corpus(seed_settings).documents, seed_settings)
     assert again == chunks
     assert len({c.chunk_id for c in chunks}) == len(chunks)
+
+
+def test_a_chunk_inside_a_table_carries_the_header_row(documents, chunks):
+    continued = [c for c in chunks if c.table_header]
+    assert continued
+    for chunk in continued:
+        text = documents[chunk.doc_id].text
+        line_start = text.rfind("\n", 0, chunk.char_span[0]) + 1
+        assert "\t" in text[line_start:].split("\n", 1)[0] and "\t" in chunk.table_header
+        # the header is the table's first row, above the chunk, with only table rows between
+        header_at = text.rfind(chunk.table_header + "\n", 0, line_start)
+        assert header_at >= 0
+        between = text[header_at:line_start].rstrip("\n").split("\n")
+        assert all("\t" in line for line in between)
+        assert "\t" not in text[: header_at].rstrip("\n").rsplit("\n", 1)[-1]
+        assert chunk.table_header in chunk.index_text and chunk.table_header not in chunk.text
+    # a chunk that starts at the header, or outside any table, carries none
+    assert table_header("甲\t乙\n1\t2\n", 0) == ""
+    assert table_header("正文。\n甲\t乙\n1\t2\n", 0) == ""
+    assert table_header("正文。\n甲\t乙\n1\t2\n3\t4", len("正文。\n甲\t乙\n1\t2\n")) == "甲\t乙"
 
 
 def test_chunker_rejects_an_overlap_not_below_the_size():

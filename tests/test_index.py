@@ -36,7 +36,7 @@ from index import embedders as embedders_module
 from index.analyzer import Analyzer, derive_user_words
 from index.bm25 import Bm25Index
 from index.cache import EmbeddingCache, embed_with_cache
-from index.dense import DenseIndex
+from index.dense import DenseIndex, dense_index_kind
 from index.store import MANIFEST
 
 SEED_DIR = PROJECT_ROOT / "corpus" / "documents"
@@ -208,16 +208,31 @@ def _random_unit_vectors(count: int, dim: int, seed: int = 7) -> np.ndarray:
     return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
 
-@pytest.mark.parametrize("hnsw_threshold", [10**9, 1], ids=["flat", "hnsw"])
-def test_dense_search_matches_brute_force(hnsw_threshold: int, tmp_path: Path):
+@pytest.mark.parametrize(
+    ("kind", "hnsw_threshold", "ivf_threshold"),
+    [("flat", 10**9, 10**9), ("hnsw", 1, 10**9), ("ivf", 1, 1)],
+)
+def test_dense_search_matches_brute_force(kind: str, hnsw_threshold: int, ivf_threshold: int, tmp_path: Path):
     vectors = _random_unit_vectors(300, 32)
-    dense = DenseIndex.build(vectors, hnsw_threshold=hnsw_threshold)
+    dense = DenseIndex.build(vectors, hnsw_threshold=hnsw_threshold, ivf_threshold=ivf_threshold)
     dense.save(tmp_path)
     dense = DenseIndex.load(tmp_path)
-    assert dense.kind == ("flat" if hnsw_threshold > 1 else "hnsw")
+    assert dense.kind == kind
+    assert np.array_equal(dense.vectors, vectors)  # kept for filtered search
     query = vectors[17]
     expected = list(np.argsort(-(vectors @ query))[:5])
-    assert [position for position, _ in dense.top_k(query, 5)] == expected
+    found = [position for position, _ in dense.top_k(query, 5)]
+    if kind == "ivf":  # 69 cells, 16 probed: approximate, but the vector itself is found first
+        assert found[0] == 17 and len(found) == 5
+    else:
+        assert found == expected
+
+
+def test_index_kind_follows_the_measured_cut_over():
+    assert dense_index_kind(99_999) == "flat"
+    assert dense_index_kind(100_000) == "hnsw"
+    assert dense_index_kind(999_999) == "hnsw"
+    assert dense_index_kind(1_000_000) == "ivf"
 
 
 def test_dense_filter_returns_k_from_the_allowed_positions():

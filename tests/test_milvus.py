@@ -142,6 +142,23 @@ def test_each_build_writes_a_new_collection_and_keeps_the_newest_three(tmp_path)
     assert [row for row, _ in ranked] == exact.tolist()
 
 
+@pytest.mark.parametrize(("kind", "index_type"), [("hnsw", "HNSW"), ("ivf", "IVF_FLAT")])
+def test_large_builds_get_the_measured_index_type(tmp_path, monkeypatch, kind, index_type):
+    """The cut-over (index.dense.dense_index_kind) picks Milvus's index type too; forced
+    here, since a real 100k or 1M build is a benchmark, not a test."""
+    import index.dense
+    from index.milvus import MilvusDenseStore
+
+    monkeypatch.setattr(index.dense, "dense_index_kind", lambda size: kind)
+    settings = Settings(data_dir=tmp_path, milvus_uri=str(tmp_path / "m.db"),
+                        milvus_collection="kinds", vector_store="milvus")
+    vectors = np.random.default_rng(1).standard_normal((300, 16)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    store = MilvusDenseStore.build(vectors, settings)
+    assert store.index_type == index_type
+    assert store.top_k(vectors[42], 3)[0][0] == 42
+
+
 def test_replicas_share_one_milvus_server(tmp_path, seed_settings, seed_index):
     """A builder writes into a shared Milvus (here `milvus-lite server`, in production a
     Milvus standalone or cluster); another process loads the same read-only index directory

@@ -290,13 +290,18 @@ def _load_assistant(settings: Settings) -> "Assistant":
     return Assistant.load(settings)
 
 
-def create_app(settings: Settings, assistant: "Assistant | None" = None) -> FastAPI:
+def create_app(
+    settings: Settings, assistant: "Assistant | None" = None, watch_index: bool = False
+) -> FastAPI:
     """The whole web application. Without an `assistant`, the index at settings.index.index_dir
     is loaded at start-up; if that fails the app still starts, /readyz answers 503 and
-    /api/ask answers 503 until `app.state.assistant` is set."""
+    /api/ask answers 503 until `app.state.assistant` is set. With `watch_index` (as `policyqa
+    serve` runs it) and settings.service.index_reload_interval_s above 0, builds that another
+    process publishes to settings.index.index_dir are loaded and swapped in (`ui.reload`)."""
     import gradio as gr
 
     from ui.chat import build_chat
+    from ui.reload import IndexWatcher
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -305,7 +310,16 @@ def create_app(settings: Settings, assistant: "Assistant | None" = None) -> Fast
                 app.state.assistant = await asyncio.to_thread(_load_assistant, settings)
             except Exception as error:  # the app keeps running and reports not-ready
                 log.error("index not loaded from %s: %s", settings.index.index_dir, error)
-        yield
+        watcher = None
+        if watch_index and settings.service.index_reload_interval_s > 0:
+            watcher = IndexWatcher(app, lambda: _load_assistant(settings),
+                                   settings.service.index_reload_interval_s)
+            watcher.start()
+        try:
+            yield
+        finally:
+            if watcher is not None:
+                watcher.stop()
 
     app = FastAPI(
         title="policy-qa 政策问答",

@@ -64,7 +64,10 @@ def serve(
 
     Loads the index once at start-up, building it first if the index directory is empty,
     and rebuilds it in the background when the corpus changed since it was built (e.g. a
-    document stored just before a crash); /readyz shows that rebuild.
+    document stored just before a crash); /readyz shows that rebuild. Every
+    settings.service.index_reload_interval_s seconds (POLICYQA_INDEX_RELOAD_INTERVAL_S,
+    0: never) it loads a build another process published to the index directory: replicas
+    sharing one directory follow its writer.
 
     Examples:
 
@@ -93,7 +96,7 @@ def serve(
         f"index {assistant.index.version}: {len(assistant.documents)} documents; "
         f"chat at http://{settings.service.host}:{settings.service.port}/ , API docs at /docs"
     )
-    app = create_app(settings, assistant=assistant)
+    app = create_app(settings, assistant=assistant, watch_index=True)
     if rebuild_if_corpus_changed(app) is not None:
         click.echo("the corpus changed since the index was built: rebuilding it in the background")
     # No `server: uvicorn` banner. X-Forwarded-For names the client only on connections from

@@ -17,7 +17,8 @@ Every change is followed by a background rebuild (`RebuildManager`): one at a ti
 request arriving during a rebuild queues exactly one more, which will include it. Each
 rebuild builds a new index version beside the serving one, loads it into a new `Assistant`,
 publishes it on disk and only then assigns `app.state.assistant` once. Until that moment
-every question is answered from the previous index; if the rebuild fails, it stays.
+every question is answered from the previous index; if the rebuild fails, it stays. Other
+replicas serving the same index directory pick the published build up (`ui.reload`).
 """
 
 from __future__ import annotations
@@ -214,11 +215,15 @@ def build_and_publish(settings: Settings) -> tuple["Assistant", BuildOutcome]:
 
 def install(app: FastAPI, settings: Settings) -> None:
     """Gives `app` its rebuild manager (`app.state.rebuild`), whose new assistants replace
-    `app.state.assistant` in one assignment, and its audit log of admin requests
-    (`app.state.audit`), and removes the upload folders of processes that died mid-upload."""
+    `app.state.assistant` in one assignment under `app.state.assistant_lock` (which
+    `ui.reload.IndexWatcher` holds for the builds of other processes), and its audit log of
+    admin requests (`app.state.audit`), and removes the upload folders of processes that
+    died mid-upload."""
+    app.state.assistant_lock = threading.Lock()
 
     def go_live(assistant: "Assistant") -> None:
-        app.state.assistant = assistant
+        with app.state.assistant_lock:
+            app.state.assistant = assistant
 
     app.state.rebuild = RebuildManager(settings, on_ready=go_live)
     # Every admin request, refused ones too, goes to the audit log (ui.audit).
