@@ -8,7 +8,8 @@ drops lines that are not content and joins lines that were one paragraph.
   rule rows ("--\t----");
 - tables of contents ("一、发展基础\t3"), with their "目录" line;
 - print notes of official documents (抄送 / ...印发 / (共印12份));
-- markdown: heading marks (kept as `Paragraph.markdown_level`) and ** emphasis;
+- markdown: heading marks (kept as `Paragraph.markdown_level`) and, in markdown text only,
+  ** emphasis (`shows_markdown`): in a plain-text document a `**` is content and is kept;
 - footnotes: superscript marks are dropped, and a footnote that extraction dropped into the
   middle of a paragraph at a page break (004's 作者简介 / 基金项目) is moved to just after
   the line that referred to it, so the paragraph it split is whole again;
@@ -38,6 +39,8 @@ NAMED_HEADINGS = ("参考文献", "附件", "附录", "注释", "后记")
 
 _MARKDOWN_HEADING = re.compile(r"^(#{1,6})\s+")
 _EMPHASIS = re.compile(r"\*\*")
+# `**重点**` on one line: opened before, and closed after, text that is neither blank nor `*`.
+_EMPHASIS_PAIR = re.compile(r"\*\*[^*\s](?:[^*\n]*[^*\s])?\*\*")
 _PAGE_NUMBER = re.compile(
     r"[-—–\s]*\d{1,3}[-—–\s]*|第\s*\d+\s*页(\s*[,，/]?\s*共\s*\d+\s*页)?|\d{1,3}\s*/\s*\d{1,3}"
 )
@@ -108,11 +111,30 @@ def _is_parenthetical(text: str) -> bool:
     return len(text) > 1 and text[0] in "(（[【" and text[-1] in ")）]】"
 
 
+def shows_markdown(raw: str) -> bool:
+    """Whether text of unknown kind (a .txt file) is markdown: it has a heading line
+    (`## 标题`), or it has `**` and uses it only for emphasis pairs (`**重点**`, within one
+    line). A `**` outside such a pair (`标注**的为必填项`, `2**10`) shows the text is plain,
+    and keeps its `**` as written; so does the text of a document without any markdown."""
+    lines = raw.splitlines()
+    if any(_MARKDOWN_HEADING.match(line.strip()) for line in lines):
+        return True
+    if "**" not in raw:
+        return False
+    return all("**" not in _EMPHASIS_PAIR.sub("", line) for line in lines)
+
+
 class Cleaner:
     """Turns the raw text of one document into `CleanedText`. Stateless; `clean` is pure."""
 
-    def clean(self, raw: str) -> CleanedText:
-        lines = self._lines(raw)
+    def clean(self, raw: str, markdown: bool | None = None) -> CleanedText:
+        """`markdown` says whether `raw` is markdown, whose `**` emphasis marks are dropped
+        (None: decided from the text, by `shows_markdown`). Heading marks ("## ") become
+        `Paragraph.markdown_level` either way: the .docx reader writes them for Word's
+        heading styles."""
+        if markdown is None:
+            markdown = shows_markdown(raw)
+        lines = self._lines(raw, markdown)
         lines = self._drop_table_of_contents(lines)
         lines = [line for line in lines if not self._is_artefact(line)]
         lines = self._move_footnotes(lines)
@@ -120,7 +142,7 @@ class Cleaner:
 
     # --- lines -----------------------------------------------------------------------------
 
-    def _lines(self, raw: str) -> list[_Line]:
+    def _lines(self, raw: str, markdown: bool) -> list[_Line]:
         raw = raw.replace("\r\n", "\n").replace("\r", "\n").lstrip("\ufeff")
         pages = raw.split("\f")
         repeated = self._running_lines(pages)
@@ -134,17 +156,18 @@ class Cleaner:
             for position, text in enumerate(page_lines):
                 if position in edges and self._page_key(text) in repeated:
                     continue
-                lines.append(self._parse_line(text))
+                lines.append(self._parse_line(text, markdown))
         return [line for line in lines if line.text]
 
     @staticmethod
-    def _parse_line(text: str) -> _Line:
+    def _parse_line(text: str, markdown: bool) -> _Line:
         level = None
         heading = _MARKDOWN_HEADING.match(text)
         if heading:
             level = len(heading.group(1))
             text = text[heading.end() :]
-        text = _EMPHASIS.sub("", text).strip()
+        if markdown:
+            text = _EMPHASIS.sub("", text).strip()
         return _Line(text, level, level is None and "\t" in text)
 
     @staticmethod

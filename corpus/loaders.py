@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from corpus.cleaning import Cleaner, CleanedText
+from corpus.cleaning import Cleaner, CleanedText, shows_markdown
 from pydantic import ValidationError
 
 from corpus.models import CatalogueEntry, Document, DocumentInfo, metadata_problem
@@ -227,6 +227,12 @@ READERS: dict[str, Callable[[Path, int], str]] = {
     ".pdf": read_pdf,
     ".docx": read_docx,
 }
+# Whether a format's text is markdown, whose `**` emphasis marks cleaning drops: a .md file
+# always; text from a PDF page or a Word paragraph never (a `**` there was printed or typed,
+# and the "#" marks of Word headings are read_docx's own); a .txt file when its text shows
+# markdown (`corpus.cleaning.shows_markdown`), as the seed documents, converted from web
+# pages, do.
+MARKDOWN_SOURCES: dict[str, bool | None] = {".txt": None, ".md": True, ".pdf": False, ".docx": False}
 
 
 # --- the catalogue --------------------------------------------------------------------------------
@@ -331,8 +337,11 @@ def load_file(
     if isinstance(catalogue, Mapping):
         catalogue = Catalogue.from_dict(catalogue)
     specs = catalogue.specs_for(name) if catalogue is not None else ()
+    markdown = MARKDOWN_SOURCES[suffix]
+    if markdown is None:  # decided for the whole file: its parts are one text
+        markdown = shows_markdown(raw)
     return [
-        _document(part_text, spec, name, path.stem)
+        _document(part_text, spec, name, path.stem, markdown=markdown)
         for spec, part_text in _split_parts(raw, specs, name)
     ]
 
@@ -363,8 +372,10 @@ def _line_key(line: str) -> str:
     return re.sub(r"\s+", "", fold(line))
 
 
-def _document(raw: str, spec: CatalogueEntry | None, source_file: str, stem: str) -> Document:
-    cleaned = Cleaner().clean(raw)
+def _document(
+    raw: str, spec: CatalogueEntry | None, source_file: str, stem: str, *, markdown: bool
+) -> Document:
+    cleaned = Cleaner().clean(raw, markdown=markdown)
     if not cleaned.text.strip():
         part = f"（{spec.doc_id}）" if spec else ""
         raise DocumentLoadError(source_file, f"没有可用的正文{part}")

@@ -1,15 +1,21 @@
 """The audit log of admin actions (issue 15, item 8): a real server on 127.0.0.1 over a
 throwaway copy of the seed corpus records uploads, removals and refused attempts with
-their result, never the key; `policyqa audit` prints the entries."""
+their result, never the key; so do the real `policyqa add` and `policyqa remove` commands;
+`policyqa audit` prints the entries."""
 
 from __future__ import annotations
 
 import io
 import json
+import os
+import socket
 import sqlite3
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -159,3 +165,97 @@ def test_other_admin_surfaces_record_through_the_same_api(tmp_path):
     entry = log.record("remove", "005", "ok", client="10.0.0.7", detail="admin page")
     assert log.entries() == [entry]
     assert entry.status is None and entry.action == "remove"
+
+
+# --- the command line (issue 15's leftovers): policyqa add / remove write the same log ---------
+
+HEAT_NOTICE = (
+    "虹桥商务区关于做好夏季防暑降温工作的通知\n"
+    f"各有关单位：请落实防暑降温措施，合理安排户外作业时间。（登记号 CL-{uuid.uuid4().hex[:10]}）\n"
+)
+HEAT_NOTICE_REVISED = HEAT_NOTICE.replace("合理安排", "严格控制")
+
+
+def run_policyqa(*arguments: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    """`policyqa ARGUMENTS` in a fresh process, with settings from `env` only."""
+    return subprocess.run(
+        [sys.executable, "-c", "from ui.cli import main; main()", *arguments],
+        cwd=PROJECT_ROOT, env={**os.environ, **env}, capture_output=True, text=True, timeout=120,
+    )
+
+
+@pytest.fixture
+def cli_corpus(tmp_path: Path) -> tuple[list[str], Path]:
+    """(the flags that point `policyqa add` / `remove` at a throwaway corpus, its audit log)."""
+    settings = copy_seed_corpus(tmp_path / "kb", admin_api_key=ADMIN_KEY)
+    db = tmp_path / "audit.sqlite3"
+    flags = ["--corpus-dir", str(settings.corpus.corpus_dir),
+             "--catalogue", str(settings.corpus.catalogue_path), "--audit-db", str(db)]
+    return flags, db
+
+
+def test_cli_changes_are_recorded_with_who_ran_them(cli_corpus, tmp_path):
+    from ui.audit import cli_client
+    from ui.cli import main
+
+    flags, db = cli_corpus
+    notice, revised = tmp_path / "防暑降温通知.txt", tmp_path / "防暑降温通知（修订）.txt"
+    notice.write_text(HEAT_NOTICE, encoding="utf-8")
+    revised.write_text(HEAT_NOTICE_REVISED, encoding="utf-8")
+    runner = CliRunner()
+
+    def policyqa(*arguments: str) -> int:
+        return runner.invoke(main, [*arguments, *flags]).exit_code
+
+    assert policyqa("add", str(notice), "--no-build") == 0
+    assert policyqa("add", str(notice), "--no-build") == 0  # unchanged: a duplicate
+    assert policyqa("add", str(tmp_path / "missing.txt"), "--no-build") == 1
+    assert policyqa("add", str(revised), "--replaces", "005", "--no-build") == 0
+    assert policyqa("remove", "006", "--no-build") == 0
+    assert policyqa("remove", "nope-404", "--no-build") == 1
+    assert policyqa("remove", "003-1", "--no-build") == 1  # a part of a multi-document file
+
+    printed = runner.invoke(main, ["audit", "--db", str(db), "--json"])
+    assert printed.exit_code == 0, printed.output
+    entries = list(reversed(json.loads(printed.output)))
+    assert [(e["action"], e["doc_id"], e["result"]) for e in entries] == [
+        ("upload", "005", "ok"),
+        ("upload", "005", "duplicate"),  # the document it duplicates
+        ("upload", None, "not_found"),
+        ("replace", "006", "ok"),
+        ("remove", "006", "ok"),
+        ("remove", "nope-404", "not_found"),
+        ("remove", "003-1", "conflict"),
+    ]
+    client = cli_client()
+    assert client.startswith("cli:") and client.endswith("@" + socket.gethostname())
+    assert {e["client"] for e in entries} == {client}
+    assert {e["status"] for e in entries} == {None}  # no HTTP request behind them
+    assert entries[0]["time"] < entries[-1]["time"] and entries[0]["time"].endswith("+00:00")
+    assert "《虹桥商务区关于做好夏季防暑降温工作的通知》" in entries[0]["detail"]
+    assert "replaces 005 (superseded)" in entries[3]["detail"]
+    assert "kept at .removed/" in entries[4]["detail"]
+    assert "已在知识库中" in entries[1]["detail"] and "文件不存在" in entries[2]["detail"]
+    table = runner.invoke(main, ["audit", "--db", str(db), "--action", "replace"]).output
+    assert client[:24] in table and "006" in table
+    assert ADMIN_KEY.encode() not in db.read_bytes()
+
+
+def test_cli_changes_go_to_the_log_the_server_and_policyqa_audit_use(tmp_path):
+    """No flags: the settings of the environment, as on a server, where `policyqa audit`
+    (and the admin API) read data_dir/audit.sqlite3."""
+    settings = copy_seed_corpus(tmp_path)
+    env = {"POLICYQA_CORPUS_DIR": str(settings.corpus.corpus_dir),
+           "POLICYQA_CATALOGUE_PATH": str(settings.corpus.catalogue_path),
+           "POLICYQA_DATA_DIR": str(tmp_path), "POLICYQA_ADMIN_API_KEY": ADMIN_KEY}
+    removed = run_policyqa("remove", "004", "--no-build", env=env)
+    assert removed.returncode == 0, removed.stderr
+    printed = run_policyqa("audit", "--json", env=env)
+    assert printed.returncode == 0, printed.stderr
+    [entry] = json.loads(printed.stdout)
+    assert (entry["action"], entry["doc_id"], entry["result"]) == ("remove", "004", "ok")
+    assert entry["client"].startswith("cli:")
+    from ui.audit import audit_path
+
+    assert audit_path(settings) == tmp_path / "audit.sqlite3"
+    assert ADMIN_KEY.encode() not in audit_path(settings).read_bytes()

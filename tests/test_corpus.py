@@ -523,6 +523,51 @@ def test_markdown_file_nests_unnumbered_headings_by_level(tmp_path):
     ]
 
 
+# Issue 15: `**` is markdown emphasis only in markdown; elsewhere it is the document's text.
+PLAIN_WITH_ASTERISKS = (
+    "关于填报申请表的说明\n一、填报要求\n表中带**号的栏目为必填项。\n"
+    "二、计算方法\n补贴基数按 2**10 元计算。\n"
+)
+
+
+def test_a_plain_text_document_keeps_its_double_asterisks(tmp_path):
+    path = tmp_path / "说明.txt"
+    path.write_text(PLAIN_WITH_ASTERISKS, encoding="utf-8")
+    [document] = load_file(path)
+    assert document.text == PLAIN_WITH_ASTERISKS.rstrip("\n")
+    assert "带**号的栏目为必填项" in document.text and "2**10" in document.text
+
+
+def test_emphasis_is_dropped_from_text_that_uses_markdown(tmp_path):
+    # Like seed 003: no heading line, `**` only in emphasis pairs (one ends after "。").
+    pairs = tmp_path / "plan.txt"
+    pairs.write_text(
+        "三、重点产业\n1. **高能级总部经济**。打造总部集聚区。**赋能实体的工业互联网。**发展工业软件。\n",
+        encoding="utf-8",
+    )
+    [document] = load_file(pairs)
+    assert "1. 高能级总部经济。打造总部集聚区。赋能实体的工业互联网。发展工业软件。" in document.text
+    # A heading line makes the text markdown, and a .md file is markdown whatever it holds.
+    for name, text in (("headed.txt", "## 填报要求\n"), ("guide.md", "")):
+        path = tmp_path / name
+        path.write_text(text + "表中带**号的栏目为必填项。\n", encoding="utf-8")
+        [document] = load_file(path)
+        assert "带号的栏目为必填项" in document.text, name
+
+
+def test_word_and_pdf_text_keeps_double_asterisks(tmp_path):
+    import docx
+
+    word = docx.Document()
+    word.add_heading("关于填报申请表的说明", level=0)
+    word.add_paragraph("表中带**号的栏目为**必填项**。")
+    word.save(tmp_path / "说明.docx")
+    (tmp_path / "说明.pdf").write_bytes(make_pdf([["关于填报申请表的说明", "表中带**号的栏目为**必填项**。"]]))
+    for name in ("说明.docx", "说明.pdf"):
+        [document] = load_file(tmp_path / name)
+        assert "表中带**号的栏目为**必填项**。" in document.text, name
+
+
 @pytest.mark.parametrize("encoding", ["utf-8", "utf-8-sig", "gb18030", "utf-16"])
 def test_text_files_in_common_encodings_load(tmp_path, encoding):
     path = tmp_path / "notice.txt"

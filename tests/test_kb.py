@@ -482,11 +482,13 @@ def test_cli_add_list_remove(tmp_path):
 
     settings = kb_settings(tmp_path)
     where = ["--corpus-dir", str(settings.corpus.corpus_dir), "--catalogue", str(settings.corpus.catalogue_path)]
+    # add and remove append to an audit log (tests/test_audit.py): this test's own, not var/'s.
+    log = ["--audit-db", str(tmp_path / "audit.sqlite3")]
     runner = CliRunner()
     source = tmp_path / "安居补贴办法.txt"
     source.write_text(HOUSING_POLICY, encoding="utf-8")
 
-    added = runner.invoke(main, ["add", str(source), "--no-build", "--region", "虹桥", *where])
+    added = runner.invoke(main, ["add", str(source), "--no-build", "--region", "虹桥", *where, *log])
     assert added.exit_code == 0, added.output
     assert "added 005" in added.output and "沪虹商管〔2024〕12号" in added.output
     listed = json.loads(runner.invoke(main, ["list", "--json", *where]).output)
@@ -495,23 +497,23 @@ def test_cli_add_list_remove(tmp_path):
     table = runner.invoke(main, ["list", *where]).output
     assert "005" in table and "8 documents" in table
 
-    again = runner.invoke(main, ["add", str(source), "--no-build", *where])
+    again = runner.invoke(main, ["add", str(source), "--no-build", *where, *log])
     assert again.exit_code == 0 and "unchanged" in again.output and "005" in again.output
     empty = tmp_path / "empty.txt"
     empty.write_bytes(b"")
-    bad = runner.invoke(main, ["add", str(empty), "--no-build", *where])
+    bad = runner.invoke(main, ["add", str(empty), "--no-build", *where, *log])
     assert bad.exit_code == 1 and "文件为空" in bad.output
 
-    removed = runner.invoke(main, ["remove", "005", "--no-build", *where])
+    removed = runner.invoke(main, ["remove", "005", "--no-build", *where, *log])
     assert removed.exit_code == 0 and "removed 005" in removed.output
     assert "005" not in runner.invoke(main, ["list", *where]).output
-    part = runner.invoke(main, ["remove", "003-1", "--no-build", *where])
+    part = runner.invoke(main, ["remove", "003-1", "--no-build", *where, *log])
     assert part.exit_code == 1 and "003-0" in part.output
 
     index_dir = tmp_path / "index"
     replaced = runner.invoke(main, [
         "add", str(source), "--replaces", "001", "--title", "青年人才安居补贴办法",
-        "--index-dir", str(index_dir), *where,
+        "--index-dir", str(index_dir), *where, *log,
     ])
     assert replaced.exit_code == 0, replaced.output
     assert "superseded: 001" in replaced.output and "index rebuilt" in replaced.output
@@ -543,7 +545,7 @@ def test_killing_a_build_midway_leaves_the_index_intact(tmp_path):
 
     command = [sys.executable, "-c", "from ui.cli import main; main()", "add", str(edition),
                "--corpus-dir", str(settings.corpus.corpus_dir), "--catalogue", str(settings.corpus.catalogue_path),
-               "--index-dir", str(settings.index.index_dir)]
+               "--index-dir", str(settings.index.index_dir), "--audit-db", str(tmp_path / "audit.sqlite3")]
     child = subprocess.Popen(command, cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 120
     workspaces: list[Path] = []

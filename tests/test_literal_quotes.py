@@ -1,5 +1,6 @@
 """Quotes are shown literally in the chat page: a real index over a throwaway copy of the
-seed corpus plus one document full of markup, a real server, and Debian's chromium.
+seed corpus plus one plain-text document full of markup (`**` included), a real server, and
+Debian's chromium.
 
 Each question asks for one line of that document; the page must show the line exactly as
 the document has it (no HTML, Markdown, table or LaTeX rendering), and nothing in it may
@@ -23,13 +24,15 @@ LINES = [
     ("图片条款的原文是什么？", '<img src=x onerror="window.__pqaPwned=2">'),
     ("公式条款的原文是什么？", "单价 $x$ 元、总价 $$y$$ 元"),
     ("星号条款的原文是什么？", "2*3*4 与 *斜体*"),
+    # A plain-text document keeps its `**` (only markdown documents lose their emphasis marks).
+    ("必填条款的原文是什么？", "带**号的栏目为必填项"),
     ("下划线条款的原文是什么？", "_a_"),
     ("链接条款的原文是什么？", "[点我](javascript:alert(1))"),
     ("表格条款的原文是什么？", "| 项目 | 金额 |"),
 ]
 DOCUMENT = "字面显示测试办法\n" + "\n".join(
     f"第{number}条 {question[:4]}：本条原文为{markup}，页面应原样显示。"
-    for number, (question, markup) in zip("一二三四五六七", LINES)
+    for number, (question, markup) in zip("一二三四五六七八", LINES)
 ) + "\n"
 TYPED_WITH_MARKUP = "**不是粗体** _不是斜体_ [点我](javascript:alert(3)) <b>x</b> $y$ 的原文是什么？"
 
@@ -91,6 +94,7 @@ def test_each_quote_is_shown_exactly_as_the_document_has_it_and_nothing_runs(  #
         # Nothing from the documents or the questions became an element.
         assert chatbot.locator("script, img, a, table, em, .katex").count() == 0
         assert chatbot.locator(".user-row strong, .user-row b").count() == 0
+        assert chatbot.locator(".pqa-quote strong, .pqa-quote b").count() == 0  # `**` stayed text
         assert chat.page.evaluate("() => window.__pqaPwned === undefined")
         assert dialogs == []
     finally:

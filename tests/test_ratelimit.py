@@ -5,7 +5,8 @@ settings.service.forwarded_allow_ips: the test client (127.0.0.1) plays a truste
 front of several clients, and, on a second server, an untrusted one whose header is ignored.
 The servers keep the default burst of 20 but refill it over 40 s instead of the default
 4 s, so that a burst sent from a loaded two-core machine still arrives inside one window;
-the default rate itself is checked on the limiter, in real time.
+the default rate itself is checked on the limiter, in real time. What a person sees on the
+chat page over the limit is checked in Debian's chromium.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import time
 
 import httpx
 import pytest
+from test_browser import ANSWER_TIMEOUT_MS, ChatPage, browser  # noqa: F401  (fixture)
 
 from corpus.settings import BotSettings, ServiceSettings
 from ui.ratelimit import RateLimit
@@ -102,7 +104,11 @@ def test_the_chat_page_queue_is_limited(limited_url):
                                  headers={"X-Forwarded-For": "10.0.3.1"}, timeout=60),
             range(BURST + 4),
         ))
-    assert sum(response.status_code == 429 for response in responses) == 4
+    refused = [response for response in responses if response.status_code == 429]
+    assert len(refused) == 4
+    # What the page's Gradio client shows on the question box (see the browser test below).
+    [shown] = refused[0].json()["detail"]
+    assert shown["is_valid"] is False and shown["message"].startswith("请求过于频繁")
     # The page itself and the docs are not counted.
     assert all(ask_as(limited_url, "10.0.3.1", "/").status_code == 200 for _ in range(3))
 
@@ -119,3 +125,47 @@ def test_zero_turns_the_limit_off(serve_app):
     url = serve_app(rate_limit_per_s=0, rate_limit_burst=BURST)
     results = burst(url, ["10.0.5.1"] * (BURST * 2), path="/v1/models")
     assert all(response.status_code == 200 for _, response in results)
+
+
+# A burst of three over a minute: the page's own load event and two questions use it up.
+CHAT_BURST = 3
+
+
+@pytest.mark.browser
+def test_the_chat_page_shows_the_chinese_message_over_the_limit(browser, serve_app):  # noqa: F811
+    url = serve_app(rate_limit_per_s=CHAT_BURST / 60, rate_limit_burst=CHAT_BURST)
+    chat = ChatPage(browser, url)
+    refusals: list = []
+    chat.page.on("response", lambda response: "/queue/join" in response.url
+                 and response.status == 429 and refusals.append(response))
+    question_box = chat.page.locator("#pqa-question")
+    try:
+        answered = 0
+        for _ in range(CHAT_BURST + 1):  # the load event took one; a question is refused by then
+            before = chat.page.locator("#pqa-chatbot .message-row").count()
+            chat.page.fill("#pqa-question textarea", QUESTION)
+            chat.page.click("#pqa-send")
+            chat.page.wait_for_function(
+                """n => document.querySelectorAll('#pqa-chatbot .message-row').length >= n + 2
+                       || document.querySelector('#pqa-question').innerText.includes('请求过于频繁')""",
+                arg=before, timeout=ANSWER_TIMEOUT_MS,
+            )
+            if refusals:
+                break
+            answered += 1
+        assert refusals, "no question was refused"
+        assert 1 <= answered < CHAT_BURST
+        assert 1 <= int(refusals[0].headers["retry-after"]) <= 60
+
+        # The Chinese message, on the question box; the question stays typed, the answers shown.
+        shown = question_box.inner_text()
+        assert "请求过于频繁，请" in shown and "秒后再试" in shown
+        assert chat.page.input_value("#pqa-question textarea") == QUESTION
+        assert chat.answers().count() == answered
+        assert chat.answers().last.is_visible() and "长宁区" in chat.answers().last.inner_text()
+        # No English error anywhere: no toast, no "Error" overlay, no error code.
+        page_text = chat.page.locator("body").inner_text()
+        assert "Error" not in page_text and "rate_limited" not in page_text
+        assert chat.page.locator("[data-testid='toast-body'], .toast-body").count() == 0
+    finally:
+        chat.close()

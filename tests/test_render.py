@@ -186,6 +186,27 @@ def test_openai_channel_puts_the_span_in_markdown_bold_with_the_confidence():
     assert "置信度" not in refused and "**" not in refused
 
 
+LITERAL_SENTENCE = "带**号的栏目为必填项，_a_ 与 $x$ 及 [点我](javascript:alert(1)) 原样，<b>甲</b> | 乙 | 丙 \\ `码` ~~删~~ # 号 &amp; 面积 151.4 平方公里。"
+
+
+def test_openai_channel_shows_document_text_literally_in_any_markdown_renderer():
+    """Rendered by a CommonMark renderer (markdown-it, as many chat clients use), the answer
+    reads exactly as the document, with only the span in bold."""
+    from markdown_it import MarkdownIt
+
+    start = LITERAL_SENTENCE.index(SPAN)
+    answer = make_answer(answer=LITERAL_SENTENCE, citations=(dataclasses.replace(
+        make_answer().citations[0], title="规划*草案*_稿_", section="一、[基础]", quote=LITERAL_SENTENCE,
+        highlights=((start, start + len(SPAN)),)),))
+    rendered = MarkdownIt("commonmark").render(show(answer, "openai"))
+    paragraphs = re.findall(r"<p>(.*?)</p>", rendered, flags=re.S)
+    first = paragraphs[0].split("\n")[0]
+    assert first.count("<strong>") == 1 and f"<strong>{SPAN}</strong>" in first
+    assert "<a " not in rendered and "<em>" not in rendered and "<code>" not in rendered and "<del>" not in rendered
+    assert html.unescape(re.sub(r"</?strong>", "", first)) == LITERAL_SENTENCE
+    assert html.unescape(paragraphs[-1]) == "[1] 《规划*草案*_稿_》 一、[基础]"
+
+
 def test_an_unknown_channel_is_refused():
     with pytest.raises(ValueError, match="channel"):
         show(make_answer(), "html")

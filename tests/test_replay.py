@@ -311,3 +311,14 @@ def test_events_without_msg_id_are_told_apart_by_time_and_content():
     assert message_identity(fields, subscribe) == message_identity(fields, subscribe)
     assert message_identity(fields, subscribe) != message_identity(fields, click)
     assert message_identity({"FromUserName": "u", "MsgId": "7"}, "") == "u:7"
+
+
+def test_a_msg_id_reply_is_kept_as_long_as_the_guard_accepts_its_retry():
+    """With a window wider than the default, the reply cache lives as long as the replay
+    guard remembers the message, so a late retry still gets the first reply."""
+    from corpus.settings import Settings
+    from ui.bots import BotResponder
+
+    wide = BotResponder(Settings(bot_timestamp_window_s=3600))
+    assert wide.replies.ttl_s == 2 * 3600 + 1
+    assert BotResponder(Settings()).replies.ttl_s == 601

@@ -9,15 +9,20 @@ request header, nor the uploaded file. Rows cannot be changed or deleted through
 (triggers refuse it); `policyqa audit` prints them.
 
 `AdminAudit` records the HTTP admin API without the route handlers knowing; other admin
-surfaces (the Gradio admin page) call `AuditLog.record` themselves, e.g.
-`app.state.audit.record("remove", doc_id, "ok", client=request.client.host)`.
+surfaces call `AuditLog.record` themselves: the Gradio admin page, e.g.
+`app.state.audit.record("remove", doc_id, "ok", client=request.client.host)`, and the
+knowledge-base commands of the CLI (`policyqa add`, `policyqa remove`), whose client is
+`cli_client()`, "cli:<user>@<host>", and whose entries have no HTTP status.
 """
 
 from __future__ import annotations
 
 import asyncio
+import getpass
 import json
 import logging
+import os
+import socket
 import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -68,7 +73,7 @@ _SCHEMA = (
 class AuditEntry:
     id: int
     time: str  # ISO 8601, UTC
-    client: str | None  # the client address as the server saw it
+    client: str | None  # the client address as the server saw it, or "cli:<user>@<host>"
     action: str  # "upload", "replace", "remove", "reindex", ...
     doc_id: str | None
     status: int | None  # the HTTP status answered, when the action came over HTTP
@@ -77,6 +82,15 @@ class AuditEntry:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def cli_client() -> str:
+    """Who runs this command line, as an audit entry's client: "cli:<user>@<host>"."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no login name in the environment and no passwd entry
+        user = str(os.getuid())
+    return f"cli:{user}@{socket.gethostname()}"
 
 
 def audit_path(settings: Settings) -> Path:
@@ -243,4 +257,4 @@ def entry_detail(status: int | None, body: bytes) -> str | None:
     return "; ".join(parts) or None
 
 
-__all__ = ["ACTIONS", "AdminAudit", "AuditEntry", "AuditLog", "audit_path"]
+__all__ = ["ACTIONS", "AdminAudit", "AuditEntry", "AuditLog", "audit_path", "cli_client"]

@@ -126,6 +126,10 @@ class ReplyCache:
         self._lock = threading.Lock()
         self._futures: TTLCache[str, Future[str]] = TTLCache(max_entries, ttl_s, timer=clock)
 
+    @property
+    def ttl_s(self) -> float:
+        return self._futures.ttl
+
     def reply_for(self, key: str, compute: Callable[[], str]) -> Future[str]:
         """The future reply for `key`; `compute` runs (on the executor) only for a key not
         seen within `ttl_s`."""
@@ -230,7 +234,9 @@ class BotResponder:
             settings.bots.bot_session_ttl_s, settings.qa.max_history_turns
         )
         self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="bot-answer")
-        self.replies = ReplyCache(self._executor)
+        # A MsgId's reply is kept as long as the replay guard accepts its message again
+        # (ui.replay: 2 windows and a second), so a retry is never computed twice.
+        self.replies = ReplyCache(self._executor, ttl_s=max(300.0, 2.0 * settings.bots.bot_timestamp_window_s + 1))
 
     async def reply_to_text(self, assistant, message: IncomingText) -> str:
         """The reply text: the answer, a reset confirmation, or `SLOW_TEXT` when the answer

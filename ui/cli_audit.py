@@ -26,7 +26,8 @@ def _cell(value, width: int) -> str:
 )
 def audit(limit: int, action: str | None, as_json: bool, db: Path | None) -> None:
     """List admin actions on the knowledge base, newest first: time (UTC), client
-    address, action, document, HTTP status and result (refused attempts included).
+    address (or cli:<user>@<host> for `policyqa add` and `remove`), action, document, HTTP
+    status and result (refused attempts included).
 
     Examples:
 
@@ -51,11 +52,11 @@ def audit(limit: int, action: str | None, as_json: bool, db: Path | None) -> Non
     if not entries:
         click.echo(f"no admin actions recorded yet in {path}")
         return
-    click.echo(f"{'id':>5}  {'time (UTC)':23}  {'client':15}  {'action':14}  {'doc':8}  "
+    click.echo(f"{'id':>5}  {'time (UTC)':23}  {'client':24}  {'action':14}  {'doc':8}  "
                f"{'status':6}  {'result':14}  detail")
     for entry in entries:
         click.echo(
-            f"{entry.id:>5}  {entry.time[:23]:23}  {_cell(entry.client, 15):15}  "
+            f"{entry.id:>5}  {entry.time[:23]:23}  {_cell(entry.client, 24):24}  "
             f"{_cell(entry.action, 14):14}  {_cell(entry.doc_id, 8):8}  {_cell(entry.status, 6):6}  "
             f"{_cell(entry.result, 14):14}  {_cell(entry.detail, 60)}"
         )

@@ -3,6 +3,9 @@
 `add` and `remove` change the corpus folder and its catalogue (see corpus.library), then
 rebuild the index incrementally: only passages missing from the embedding cache are
 embedded. A server already running keeps its index until `POST /api/reindex` (or a restart).
+Each change, and each refused one, is appended to the audit log that the admin API and page
+write too (ui.audit), with the actions they use ("upload", "replace", "remove") and
+"cli:<user>@<host>" as the client.
 """
 
 from __future__ import annotations
@@ -27,7 +30,28 @@ catalogue_option = click.option(
 build_option = click.option(
     "--build/--no-build", default=True, help="rebuild the index afterwards (default: yes)"
 )
+audit_db_option = click.option(
+    "--audit-db", type=click.Path(dir_okay=False, path_type=Path), default=None,
+    help="audit log to append to (default: settings.service.audit_db, else data_dir/audit.sqlite3)",
+)
 SERVER_HINT = "A running server picks this up after POST /api/reindex (or a restart)."
+
+
+class CliAudit:
+    """Appends this command's actions to the audit log of `settings`. A change already made
+    stays made when the log cannot be written: the command warns and carries on."""
+
+    def __init__(self, settings) -> None:
+        from ui.audit import AuditLog, cli_client
+
+        self.log = AuditLog.for_settings(settings)
+        self.client = cli_client()
+
+    def record(self, action: str, doc_id: str | None, result: str, detail: str | None = None) -> None:
+        try:
+            self.log.record(action, doc_id, result, self.client, detail=detail)
+        except Exception as error:  # sqlite3.Error, or a folder that cannot be written
+            click.echo(f"warning: audit entry not written to {self.log.path}: {error}", err=True)
 
 
 def _rebuild(settings) -> None:
@@ -71,6 +95,7 @@ def _rebuild(settings) -> None:
 @corpus_dir_option
 @catalogue_option
 @index_dir_option
+@audit_db_option
 def add(
     files: tuple[Path, ...],
     title: str | None,
@@ -88,6 +113,7 @@ def add(
     corpus_dir: Path | None,
     catalogue_path: Path | None,
     index_dir: Path | None,
+    audit_db: Path | None,
 ) -> None:
     """Add policy documents (.txt, .md, .pdf, .docx) to the knowledge base.
 
@@ -109,33 +135,48 @@ def add(
         raise click.ClickException("--title, --doc-number, --doc-id and --replaces need a single FILE")
     if remove_replaced and not replaces:
         raise click.ClickException("--remove-replaced needs --replaces DOC_ID")
-    settings = settings_with(corpus_dir=corpus_dir, catalogue_path=catalogue_path, index_dir=index_dir)
+    settings = settings_with(
+        corpus_dir=corpus_dir, catalogue_path=catalogue_path, index_dir=index_dir, audit_db=audit_db
+    )
     library = Library(settings)
+    audit = CliAudit(settings)
+    action = "replace" if replaces else "upload"  # as the admin API and page record them
     try:
         metadata = check_metadata(
             title=title, issuer=issuer, doc_number=doc_number, date=date, kind=kind,
             status=status, effective_date=effective_date, region=region,
         )
     except LibraryError as error:
+        audit.record(action, replaces, error.code, error.message)
         raise click.ClickException(error.message) from None
     started = time.perf_counter()
     changed, failed = 0, 0
     for path in files:
         if not path.is_file():
             click.echo(f"Error: {path}: 文件不存在", err=True)
+            audit.record(action, replaces, "not_found", f"policyqa add {path.name}: 文件不存在")
             failed += 1
             continue
         try:
             added = library.add(path, metadata, doc_id=doc_id, replaces=replaces, remove_replaced=remove_replaced)
         except DuplicateDocumentError as error:
             click.echo(f"unchanged: {path.name}: {error.message}")
+            audit.record(action, error.doc_id, error.code, error.message)
             continue
         except LibraryError as error:
             click.echo(f"Error: {error.message}", err=True)
+            audit.record(action, replaces, error.code, error.message)
             failed += 1
             continue
+        except Exception:
+            audit.record(action, replaces, "internal_error", f"policyqa add {path.name}")
+            raise
         changed += 1
         document = added.document
+        detail = f"《{document.title}》 from {path.name} as {added.stored_file}"
+        if added.replaced_doc_id:
+            detail += f"; replaces {added.replaced_doc_id} ({added.replaced_action})"
+        audit.record(action, document.doc_id, "ok", detail)
         click.echo(
             f"added {document.doc_id}: {document.title} [{document.status or '-'}"
             f"{', ' + document.date if document.date else ''}"
@@ -156,8 +197,10 @@ def add(
 @corpus_dir_option
 @catalogue_option
 @index_dir_option
+@audit_db_option
 def remove(
-    doc_id: str, build: bool, corpus_dir: Path | None, catalogue_path: Path | None, index_dir: Path | None
+    doc_id: str, build: bool, corpus_dir: Path | None, catalogue_path: Path | None,
+    index_dir: Path | None, audit_db: Path | None,
 ) -> None:
     """Remove a document from the knowledge base. Its original moves to the corpus
     folder's .removed/ (with its catalogue entry), so it can be restored by hand.
@@ -168,11 +211,19 @@ def remove(
     """
     from corpus.library import Library, LibraryError
 
-    settings = settings_with(corpus_dir=corpus_dir, catalogue_path=catalogue_path, index_dir=index_dir)
+    settings = settings_with(
+        corpus_dir=corpus_dir, catalogue_path=catalogue_path, index_dir=index_dir, audit_db=audit_db
+    )
+    audit = CliAudit(settings)
     try:
         removed = Library(settings).remove(doc_id)
     except LibraryError as error:
+        audit.record("remove", doc_id, error.code, error.message)
         raise click.ClickException(error.message) from None
+    except Exception:
+        audit.record("remove", doc_id, "internal_error")
+        raise
+    audit.record("remove", removed.doc_id, "ok", f"《{removed.title}》 kept at {removed.kept_at}")
     click.echo(f"removed {removed.doc_id}: {removed.title} (original kept at {removed.kept_at})")
     if build:
         _rebuild(settings)

@@ -94,11 +94,21 @@ def _normalised(path: str) -> str:
 
 def too_many_requests(path: str, retry_after_s: int) -> JSONResponse:
     """The 429 answer: the project's error JSON, or OpenAI's error shape on /v1 (whose
-    clients read `error.type` and retry after `Retry-After`)."""
+    clients read `error.type` and retry after `Retry-After`).
+
+    On the chat page's Gradio routes the JSON also has `detail` in the shape in which
+    Gradio's own queue refuses an event whose inputs its validator rejects (422 from
+    queue/join): one `{"is_valid": false, "message": ...}`, for the first input. The page's
+    Gradio client then shows the Chinese message on the question box, and the typed question
+    and the conversation stay in view. Any other 429 body it shows in a toast titled "Error"
+    (without `detail`: the code, "rate_limited") and covers the chat with an error overlay
+    (tests/test_ratelimit.py checks the page in chromium)."""
     message = limited_message(retry_after_s)
     if path.startswith("/v1/"):
         body = {"error": {"message": message, "type": "rate_limit_error", "param": None,
                           "code": "rate_limit_exceeded"}}
+    elif path.startswith("/gradio_api/"):
+        body = {**error_body("rate_limited", message), "detail": [{"is_valid": False, "message": message}]}
     else:
         body = error_body("rate_limited", message)
     return JSONResponse(body, status_code=429, headers={"Retry-After": str(retry_after_s)})

@@ -6,8 +6,9 @@
               escaped so that neither HTML nor Markdown re-interprets it; span in <mark>
     wechat    WeChat / WeCom passive replies: plain text, span in 【】, cut at a sentence end
               within 2048 bytes of UTF-8 so the confidence line and the sources still fit
-    openai    the OpenAI-compatible API's message content: span in Markdown **bold**,
-              sources as "[1] 《title》 section" lines
+    openai    the OpenAI-compatible API's message content: span in Markdown **bold**, the
+              documents' Markdown characters backslash-escaped, sources as
+              "[1] 《title》 section" lines
 
 Every channel shows the same things the same way: the answer (or the refusal), the span
 marked inside it, the confidence line when answered, then the sources. Also here: the example
@@ -110,6 +111,16 @@ _LITERAL = str.maketrans({
     **{char: f"&#{ord(char)};" for char in "\\`*_[]()#+-!|~$:{}=^"},
     "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#x27;",
 })
+
+
+# The characters CommonMark's inline syntax (and the math of many chat clients) reads,
+# backslash-escaped: every Markdown renderer then shows them as themselves.
+_MARKDOWN_SYNTAX = re.compile(r"([\\`*_\[\]<>~|$#&])")
+
+
+def literal_markdown(text: str) -> str:
+    """`text` as Markdown that shows exactly `text` (document text in the openai channel)."""
+    return _MARKDOWN_SYNTAX.sub(r"\\\1", text)
 
 
 def literal_html(text: str) -> str:
@@ -277,15 +288,18 @@ def _openai(answer: Mapping[str, Any], question: str, marks: tuple[str, str] | N
     answered = bool(answer.get("answered"))
     body = answer.get("answer") or ("" if answered else REFUSAL_TEXT)
     if answered:
-        body = mark_span(body, answer.get("span"), *(marks or MARKDOWN_MARKS))
+        body = mark_span(body, answer.get("span"), *(marks or MARKDOWN_MARKS), literal_markdown)
         body += "\n" + _confidence(answer)
+    else:
+        body = literal_markdown(body)
     notice = answer.get("notice")
-    if notice and notice not in body:
-        body = f"{notice}\n{body}"
+    if notice and notice not in answer.get("answer", ""):
+        body = f"{literal_markdown(notice)}\n{body}"
     lines = [
-        f"[{number}] {book_title(citation['title'])} {citation['section']}".rstrip() + _note(citation)
-        for number, citation in enumerate(answer.get("citations") or () if answered else (), start=1)
+        literal_markdown(f"{book_title(citation['title'])} {citation['section']}".rstrip() + _note(citation))
+        for citation in (answer.get("citations") or () if answered else ())
     ]
+    lines = [f"[{number}] {line}" for number, line in enumerate(lines, start=1)]
     return body + ("\n\n" + "\n".join(lines) if lines else "")
 
 
