@@ -167,7 +167,8 @@ class Cleaner:
             level = len(heading.group(1))
             text = text[heading.end() :]
         if markdown:
-            text = _EMPHASIS.sub("", text).strip()
+            text = _EMPHASIS.sub("", text)
+        text = text.strip()
         return _Line(text, level, level is None and "\t" in text)
 
     @staticmethod

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -24,3 +25,20 @@ def copy_seed_corpus(work: Path, cache_dir: Path | None = None, **overrides) -> 
         feedback_db=work / "feedback.sqlite3",
         **overrides,
     )
+
+
+def server_environment(settings: Settings, **extra: str) -> dict[str, str]:
+    """The environment of a `policyqa` subprocess over `settings`' throwaway paths, with the
+    rate limits off (tests send bursts); `extra` adds or overrides variables."""
+    return {
+        **os.environ,
+        "POLICYQA_CORPUS_DIR": str(settings.corpus.corpus_dir),
+        "POLICYQA_CATALOGUE_PATH": str(settings.corpus.catalogue_path),
+        "POLICYQA_INDEX_DIR": str(settings.index.index_dir),
+        "POLICYQA_DATA_DIR": str(settings.index.data_dir),
+        "POLICYQA_FEEDBACK_DB": str(settings.service.feedback_db),
+        "POLICYQA_CACHE_DIR": str(settings.index.cache_dir),
+        "POLICYQA_RATE_LIMIT_PER_S": "0",
+        "POLICYQA_RATE_LIMIT_BURST": "0",
+        **extra,
+    }

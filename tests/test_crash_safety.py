@@ -25,7 +25,7 @@ import httpx
 import pytest
 
 from corpus.settings import PROJECT_ROOT, Settings
-from helpers import copy_seed_corpus
+from helpers import copy_seed_corpus, server_environment
 
 ADMIN_KEY = "crash-test-key-" + uuid.uuid4().hex[:12]
 RUN_MARK = uuid.uuid4().hex[:10]
@@ -51,18 +51,7 @@ def notice(number: int) -> str:
 
 
 def environment(settings: Settings) -> dict[str, str]:
-    return {
-        **os.environ,
-        "POLICYQA_CORPUS_DIR": str(settings.corpus.corpus_dir),
-        "POLICYQA_CATALOGUE_PATH": str(settings.corpus.catalogue_path),
-        "POLICYQA_INDEX_DIR": str(settings.index.index_dir),
-        "POLICYQA_DATA_DIR": str(settings.index.data_dir),
-        "POLICYQA_FEEDBACK_DB": str(settings.service.feedback_db),
-        "POLICYQA_CACHE_DIR": str(settings.index.cache_dir),
-        "POLICYQA_ADMIN_API_KEY": ADMIN_KEY,
-        "POLICYQA_RATE_LIMIT_PER_S": "0",
-        "POLICYQA_RATE_LIMIT_BURST": "0",
-    }
+    return server_environment(settings, POLICYQA_ADMIN_API_KEY=ADMIN_KEY)
 
 
 def policyqa(settings: Settings, *args: str, log: Path) -> subprocess.Popen:

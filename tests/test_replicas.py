@@ -32,7 +32,7 @@ import httpx
 import pytest
 
 from corpus.settings import PROJECT_ROOT, Settings
-from helpers import copy_seed_corpus
+from helpers import copy_seed_corpus, server_environment
 
 ADMIN_KEY = "replica-test-key-" + uuid.uuid4().hex[:12]
 RUN_MARK = uuid.uuid4().hex[:10]
@@ -55,21 +55,13 @@ CANTEEN_QUESTION = "职工食堂运营补贴的标准是多少？"
 
 
 def environment(settings: Settings, admin: bool) -> dict[str, str]:
-    env = {
-        **os.environ,
-        "PYTHONUNBUFFERED": "1",
-        "POLICYQA_CORPUS_DIR": str(settings.corpus.corpus_dir),
-        "POLICYQA_CATALOGUE_PATH": str(settings.corpus.catalogue_path),
-        "POLICYQA_INDEX_DIR": str(settings.index.index_dir),
-        "POLICYQA_DATA_DIR": str(settings.index.data_dir),
-        "POLICYQA_FEEDBACK_DB": str(settings.service.feedback_db),
-        "POLICYQA_CACHE_DIR": str(settings.index.cache_dir),
-        "POLICYQA_INDEX_RELOAD_INTERVAL_S": RELOAD_INTERVAL_S,
-        "POLICYQA_RATE_LIMIT_PER_S": "0",
-        "POLICYQA_RATE_LIMIT_BURST": "0",
-        # One process fewer on 2 cores: the writer builds in its own process.
-        "POLICYQA_REBUILD_ISOLATED": "false",
-    }
+    env = server_environment(
+        settings,
+        PYTHONUNBUFFERED="1",
+        POLICYQA_INDEX_RELOAD_INTERVAL_S=RELOAD_INTERVAL_S,
+        # One process fewer on 2 cores: the writer rebuilds in the server process.
+        POLICYQA_REBUILD_ISOLATED="false",
+    )
     env.pop("POLICYQA_ADMIN_API_KEY", None)
     if admin:
         env["POLICYQA_ADMIN_API_KEY"] = ADMIN_KEY

@@ -21,7 +21,11 @@ from collections.abc import Callable, Mapping
 
 from cachetools import TTLCache
 
-from ui.bots import BotRequestError
+from fastapi import Request
+
+from corpus.settings import Settings
+from ui.bots import BotRequestError, BotResponder, parse_flat_xml
+from ui.ratelimit import RateLimit, limited_message
 
 STALE_TEXT = "请求已过期（时间戳超出允许范围）"
 BAD_TIMESTAMP_TEXT = "时间戳无效"
@@ -94,3 +98,30 @@ class ReplayGuard:
             first = message_id not in self._messages
             self._messages[message_id] = True
             return first
+
+
+class BotGate:
+    """What each bot channel does around a verified callback: the timestamp window and the
+    nonce/MsgId memory (`ReplayGuard`), then the reply, under a per-user rate limit that a
+    retry does not count against (it gets the first reply again)."""
+
+    def __init__(self, settings: Settings, channel: str) -> None:
+        self.guard = ReplayGuard(settings.bots.bot_timestamp_window_s)
+        self.user_limit = RateLimit(settings.bots.bot_rate_limit_per_s, settings.bots.bot_rate_limit_burst, channel)
+        self.responder = BotResponder(settings)
+
+    def check_timestamp(self, timestamp: str) -> None:
+        self.guard.check_timestamp(timestamp)
+
+    def admit(self, timestamp: str, nonce: str, message_xml: str) -> bool:
+        """True for a message seen for the first time, False for a retry.
+
+        :raises BotRequestError: 403 for the nonce replayed with another message."""
+        return self.guard.admit(timestamp, nonce, message_identity(parse_flat_xml(message_xml), message_xml))
+
+    async def reply(self, request: Request, message, first_sight: bool) -> str | None:
+        """The reply text (None: no reply), or the over-limit message."""
+        retry_after_s = self.user_limit.hit(message.source or "") if first_sight else None
+        if retry_after_s is not None:
+            return limited_message(retry_after_s)
+        return await self.responder.reply_to_request(request, message)

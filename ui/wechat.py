@@ -25,13 +25,11 @@ from wechatpy.replies import TextReply
 from corpus.settings import Settings
 from ui.bots import (
     BotRequestError,
-    BotResponder,
     parse_flat_xml,
     signature_matches,
 )
 from ui.errors import error_responses
-from ui.ratelimit import RateLimit, limited_message
-from ui.replay import ReplayGuard, message_identity
+from ui.replay import BotGate
 
 
 class WeChatEnvelope:
@@ -98,9 +96,7 @@ def create_router(settings: Settings) -> APIRouter:
     `request.app.state.assistant`, so a rebuilt index is picked up without a restart."""
     router = APIRouter(tags=["bots"])
     envelope = WeChatEnvelope(settings)
-    responder = BotResponder(settings)
-    guard = ReplayGuard(settings.bots.bot_timestamp_window_s)
-    user_limit = RateLimit(settings.bots.bot_rate_limit_per_s, settings.bots.bot_rate_limit_burst, "wechat")
+    gate = BotGate(settings, "wechat")
 
     @router.get(
         "/wechat",
@@ -113,7 +109,7 @@ def create_router(settings: Settings) -> APIRouter:
         """WeChat's server URL check: echo `echostr` when the signature is right."""
         try:
             envelope.check_signature(signature, timestamp, nonce)
-            guard.check_timestamp(timestamp)
+            gate.check_timestamp(timestamp)
         except BotRequestError as error:
             return PlainTextResponse(error.message, status_code=error.status_code)
         return PlainTextResponse(echostr)
@@ -138,15 +134,13 @@ def create_router(settings: Settings) -> APIRouter:
         encrypted = encrypt_type.lower() == "aes"
         try:
             envelope.check_signature(signature, timestamp, nonce)
-            guard.check_timestamp(timestamp)
+            gate.check_timestamp(timestamp)
             body = await request.body()  # bounded by ui.app's RequestBodyLimits
             message_xml = envelope.open(
                 body, encrypted=encrypted, msg_signature=msg_signature,
                 timestamp=timestamp, nonce=nonce,
             )
-            first_sight = guard.admit(
-                timestamp, nonce, message_identity(parse_flat_xml(message_xml), message_xml)
-            )
+            first_sight = gate.admit(timestamp, nonce, message_xml)
             try:
                 message = parse_message(message_xml)
             except (KeyError, TypeError, AttributeError, ValueError):
@@ -154,12 +148,7 @@ def create_router(settings: Settings) -> APIRouter:
         except BotRequestError as error:
             return PlainTextResponse(error.message, status_code=error.status_code)
 
-        # A retry is not a new message: it does not count, and gets the first reply again.
-        retry_after_s = user_limit.hit(message.source or "") if first_sight else None
-        if retry_after_s is not None:
-            reply_text = limited_message(retry_after_s)
-        else:
-            reply_text = await responder.reply_to_request(request, message)
+        reply_text = await gate.reply(request, message, first_sight)
         if reply_text is None:
             return PlainTextResponse("success")  # WeChat's "no reply, do not retry"
         reply_xml = TextReply(message=message, content=reply_text).render()

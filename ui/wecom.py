@@ -21,10 +21,9 @@ from wechatpy.enterprise.replies import TextReply
 from wechatpy.exceptions import InvalidSignatureException
 
 from corpus.settings import Settings
-from ui.bots import BotRequestError, BotResponder, parse_flat_xml
+from ui.bots import BotRequestError, parse_flat_xml
 from ui.errors import error_responses
-from ui.ratelimit import RateLimit, limited_message
-from ui.replay import ReplayGuard, message_identity
+from ui.replay import BotGate
 
 NOT_CONFIGURED = (
     "企业微信接口未配置（需设置 POLICYQA_WECOM_TOKEN、POLICYQA_WECOM_AES_KEY 和 "
@@ -91,9 +90,7 @@ def create_router(settings: Settings) -> APIRouter:
     `request.app.state.assistant`."""
     router = APIRouter(tags=["bots"])
     envelope = WeComEnvelope(settings)
-    responder = BotResponder(settings)
-    guard = ReplayGuard(settings.bots.bot_timestamp_window_s)
-    user_limit = RateLimit(settings.bots.bot_rate_limit_per_s, settings.bots.bot_rate_limit_burst, "wecom")
+    gate = BotGate(settings, "wecom")
 
     @router.get(
         "/wecom",
@@ -105,7 +102,7 @@ def create_router(settings: Settings) -> APIRouter:
     ) -> PlainTextResponse:
         try:
             echoed = envelope.echo(msg_signature, timestamp, nonce, echostr)
-            guard.check_timestamp(timestamp)
+            gate.check_timestamp(timestamp)
             return PlainTextResponse(echoed)
         except BotRequestError as error:
             return PlainTextResponse(error.message, status_code=error.status_code)
@@ -127,10 +124,8 @@ def create_router(settings: Settings) -> APIRouter:
             body = await request.body()  # bounded by ui.app's RequestBodyLimits
             message_xml = envelope.open(body, msg_signature, timestamp, nonce)
             # After the signature check: only a verified callback may spend a nonce.
-            guard.check_timestamp(timestamp)
-            first_sight = guard.admit(
-                timestamp, nonce, message_identity(parse_flat_xml(message_xml), message_xml)
-            )
+            gate.check_timestamp(timestamp)
+            first_sight = gate.admit(timestamp, nonce, message_xml)
             try:
                 message = parse_message(message_xml)
             except (KeyError, TypeError, AttributeError, ValueError):
@@ -138,12 +133,7 @@ def create_router(settings: Settings) -> APIRouter:
         except BotRequestError as error:
             return PlainTextResponse(error.message, status_code=error.status_code)
 
-        # A retry is not a new message: it does not count, and gets the first reply again.
-        retry_after_s = user_limit.hit(message.source or "") if first_sight else None
-        if retry_after_s is not None:
-            reply_text = limited_message(retry_after_s)
-        else:
-            reply_text = await responder.reply_to_request(request, message)
+        reply_text = await gate.reply(request, message, first_sight)
         if reply_text is None:
             return PlainTextResponse("")  # WeCom: an empty body means no reply
         reply_xml = TextReply(message=message, content=reply_text).render()
