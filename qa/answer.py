@@ -186,6 +186,8 @@ class Answerer:
             if not ranked:
                 return Extract((), 0.0, None, (), kind, tuple(readings), missing=tuple(years))
         best = ranked[0]
+        if years:
+            best = _year_pinned(best, read[best.passage].chunk, years)
         if best.end <= best.start:
             return Extract((), best.probability, None, (), kind, tuple(readings))
         chosen = self._quote(best, read[best.passage], kind)
@@ -256,6 +258,26 @@ class Answerer:
             for sibling in siblings
             if sibling.chunk_id != chunk.chunk_id
         ]
+
+
+def _year_pinned(reading: Reading, chunk: Chunk, years: Sequence[str]) -> Reading:
+    """The reader's best span, unless its sentence names another year than the question
+    and one of its alternatives' sentences names the question's (the 2035 goal quoted for
+    a question about 2025, from one passage holding both)."""
+
+    def sentence_years(candidate: Reading) -> set[str]:
+        text = "".join(
+            chunk.text[start:end] for start, end in chunk.sentences if start < candidate.end and candidate.start < end
+        )
+        return set(_YEAR.findall(_compact(text or candidate.text)))
+
+    held = sentence_years(reading)
+    if not held or all(year in held for year in years):
+        return reading
+    for alternative in reading.alternatives:
+        if all(year in sentence_years(alternative) for year in years):
+            return alternative
+    return reading
 
 
 def _list_continuation(head: QuotedSentence) -> list[QuotedSentence]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -31,6 +31,10 @@ class Reading:
     text: str
     probability: float
     passage: int  # index into the passages read
+    # The next best spans in the same passage, most probable first (each without
+    # alternatives of its own): what the answer step may prefer when the best one misses
+    # something the question pins down, such as its year.
+    alternatives: tuple["Reading", ...] = ()
 
 
 @runtime_checkable
@@ -57,6 +61,7 @@ class SpanReader:
         max_question_chars: int = 64,
         max_answer_tokens: int = 64,
         n_best: int = 20,
+        alternatives: int = 4,
         threads: int | None = None,
         int8: bool = False,
         bf16: bool | None = None,
@@ -78,6 +83,7 @@ class SpanReader:
         self.max_question_chars = max_question_chars
         self.max_answer_tokens = max_answer_tokens
         self.n_best = n_best
+        self.alternatives = alternatives
         # bf16 autocast where the CPU computes bf16 natively (index.torch_e5.cpu_has_bf16);
         # torch's dynamic int8 kernels are faster still but cost the reader much of its
         # accuracy and its calibration (README: what pruning and quantisation cost).
@@ -117,49 +123,53 @@ class SpanReader:
         ends = output.end_logits.float().numpy()
         offsets = encoded["offset_mapping"].numpy()
         owners = encoded["overflow_to_sample_mapping"].numpy()
-        best: dict[int, tuple[float, int, int]] = {}
+        candidates: dict[int, list[tuple[float, int, int]]] = {}
         null: dict[int, float] = {}
         for window in range(len(owners)):
             passage = int(owners[window])
             context = np.array([sequence == 1 for sequence in encoded.sequence_ids(window)])
             null_score = float(starts[window, 0] + ends[window, 0])
             null[passage] = min(null.get(passage, math.inf), null_score)
-            span = self._best_span(starts[window], ends[window], context)
-            if span is None:
-                continue
-            score, first, last = span
-            if passage not in best or score > best[passage][0]:
+            for score, first, last in self._spans(starts[window], ends[window], context):
                 char_start, char_end = int(offsets[window, first, 0]), int(offsets[window, last, 1])
-                best[passage] = (score, char_start, char_end)
+                candidates.setdefault(passage, []).append((score, char_start, char_end))
         readings = []
         for passage, text in enumerate(passages):
-            if passage not in best:
+            found = []
+            for score, char_start, char_end in sorted(candidates.get(passage, []), key=lambda c: -c[0]):
+                char_start, char_end = _trim(text, char_start, char_end)
+                if char_end <= char_start or any(_overlap(char_start, char_end, r.start, r.end) for r in found):
+                    continue  # an alternative is another place in the passage, not a nudge of the best
+                probability = 1.0 / (1.0 + math.exp(-(score - null[passage])))
+                found.append(Reading(char_start, char_end, text[char_start:char_end], probability, passage))
+                if len(found) > self.alternatives:
+                    break
+            if not found:
                 readings.append(Reading(0, 0, "", 0.0, passage))
-                continue
-            score, char_start, char_end = best[passage]
-            char_start, char_end = _trim(text, char_start, char_end)
-            probability = 1.0 / (1.0 + math.exp(-(score - null[passage])))
-            readings.append(Reading(char_start, char_end, text[char_start:char_end], probability, passage))
+            else:
+                readings.append(replace(found[0], alternatives=tuple(found[1:])))
         return readings
 
-    def _best_span(self, starts: np.ndarray, ends: np.ndarray, context: np.ndarray):
-        """The highest start+end score over spans inside the context, at most
-        `max_answer_tokens` long: (score, first token, last token) or None."""
+    def _spans(self, starts: np.ndarray, ends: np.ndarray, context: np.ndarray) -> list[tuple[float, int, int]]:
+        """Spans inside the context, at most `max_answer_tokens` long, from the `n_best`
+        best starts and ends: (start+end score, first token, last token)."""
         masked_starts = np.where(context, starts, -np.inf)
         masked_ends = np.where(context, ends, -np.inf)
         start_candidates = np.argsort(masked_starts)[::-1][: self.n_best]
         end_candidates = np.argsort(masked_ends)[::-1][: self.n_best]
-        best = None
+        spans = []
         for first in start_candidates:
             if not context[first]:
                 continue
             for last in end_candidates:
                 if not context[last] or last < first or last - first + 1 > self.max_answer_tokens:
                     continue
-                score = float(starts[first] + ends[last])
-                if best is None or score > best[0]:
-                    best = (score, int(first), int(last))
-        return best
+                spans.append((float(starts[first] + ends[last]), int(first), int(last)))
+        return spans
+
+
+def _overlap(start: int, end: int, other_start: int, other_end: int) -> bool:
+    return start < other_end and other_start < end
 
 
 _TRIM = " \t\r\n\u3000，。；：、,.;:"

@@ -2,9 +2,10 @@
 
 SQuAD-format files (CMRC 2018, DRCD) become `ReadingExample`s; DRCD is traditional Chinese
 and is converted with OpenCC `t2s`, each answer re-found in the converted paragraph.
-Unanswerable examples pair a question with a strong BM25 hit from another article, and
-the seed eval's dev split adds in-domain examples: each question with the passages the
-retriever returns for it.
+Unanswerable examples pair a question with a strong BM25 hit from another article, or with
+its own paragraph once the sentences holding the answer are taken out (the topic is still
+there, the asked fact is not: the near miss users ask most), and the seed eval's dev split
+adds in-domain examples: each question with the passages the retriever returns for it.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import re
 import unicodedata
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -27,7 +29,7 @@ class ReadingExample:
     question: str
     context: str
     answers: tuple[tuple[str, int], ...]
-    source: str  # "cmrc2018", "drcd", "negative:<source>", "seed"
+    source: str  # "cmrc2018", "drcd", "negative:<source>", "removed:<source>", "seed"
     article: str = ""
 
     @property
@@ -121,18 +123,49 @@ def bm25_negatives(
         for position, _score in bm25.top_k(analyze(example.question), 10):
             article, context = paragraphs[position]
             if article != example.article and not any(text in context for text, _ in example.answers):
-                negatives.append(
-                    ReadingExample(
-                        qid=example.qid + ":neg",
-                        question=example.question,
-                        context=context,
-                        answers=(),
-                        source="negative:" + example.source,
-                        article=article,
-                    )
-                )
+                negatives.append(_unanswerable(example, context, "negative", article))
                 break
     return negatives
+
+
+_SENTENCE_END = re.compile(r"(?<=[。！？；!?;\n])")
+
+
+def answer_removed_negatives(
+    examples: Sequence[ReadingExample], share: float, seed: int, min_chars: int = 60
+) -> list[ReadingExample]:
+    """For a `share` of the questions, their own paragraph without the sentences that hold
+    any of the answers, as an unanswerable example. Skipped when an answer's text still
+    occurs in what is left, or when less than `min_chars` characters are left."""
+    rng = random.Random(seed)
+    negatives = []
+    for example in examples:
+        if rng.random() >= share:
+            continue
+        spans = [(start, start + len(text)) for text, start in example.answers]
+        kept, offset = [], 0
+        for sentence in _SENTENCE_END.split(example.context):
+            end = offset + len(sentence)
+            if not any(start < end and offset < stop for start, stop in spans):
+                kept.append(sentence)
+            offset = end
+        context = "".join(kept).strip()
+        if len(context) < min_chars or any(text in context for text, _ in example.answers):
+            continue
+        negatives.append(_unanswerable(example, context, "removed", example.article))
+    return negatives
+
+
+def _unanswerable(example: ReadingExample, context: str, kind: str, article: str) -> ReadingExample:
+    """`example`'s question over `context`, which does not answer it."""
+    return ReadingExample(
+        qid=f"{example.qid}:{kind}",
+        question=example.question,
+        context=context,
+        answers=(),
+        source=f"{kind}:{example.source}",
+        article=article,
+    )
 
 
 def fold(text: str) -> tuple[str, list[int]]:

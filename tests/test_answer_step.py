@@ -159,3 +159,31 @@ def test_a_year_named_only_in_the_table_header_passes_the_year_check(seed_index)
     extract = answerer.extract("2025年目标是多少？", "2025年目标是多少？", _hits(chunk))
     assert not extract.missing and extract.span == cell
     assert answerer.extract("2035年目标是多少？", "2035年目标是多少？", _hits(chunk)).missing == ("2035",)
+
+
+class RankedReader:
+    """One passage, read as `spans` in order of probability: the first the reading, the
+    rest its alternatives."""
+
+    def __init__(self, spans: Sequence[tuple[str, float]]):
+        self.spans = spans
+
+    def read(self, question: str, passages: Sequence[str]) -> list[Reading]:
+        found = [
+            Reading(passages[0].find(text), passages[0].find(text) + len(text), text, probability, 0)
+            for text, probability in self.spans
+        ]
+        return [Reading(**{**found[0].__dict__, "alternatives": tuple(found[1:])})]
+
+
+@pytest.mark.parametrize("year_check, quoted", [(True, "基本建成"), (False, "全面建成")])
+def test_a_span_in_another_years_sentence_gives_way_to_the_asked_years(seed_index, year_check, quoted):
+    chunk = _chunk_with(seed_index, "到 2025 年，虹桥国际开放枢纽基本建成", "到 2035 年，虹桥国际开放枢纽全面建成")
+    reader = RankedReader([("全面建成", 0.6), ("基本建成", 0.3)])
+    answerer = Answerer(reader, seed_index.chunks, rules=AnswerRules(year_check=year_check))
+    extract = answerer.extract("2025年要达到什么目标？", "2025年要达到什么目标？", _hits(chunk))
+    assert extract.span == quoted
+    assert ("2025" in extract.text) is year_check
+    # a question that names no year, or the year of the best span, keeps the best span
+    for question in ("要达到什么目标？", "2035年要达到什么目标？"):
+        assert answerer.extract(question, question, _hits(chunk)).span == "全面建成"

@@ -71,3 +71,19 @@ def test_readings_come_back_one_per_passage_in_order(reader):
     readings = reader.read("长宁区围绕什么发展？", passages)
     assert [reading.passage for reading in readings] == [0, 1, 2]
     assert readings[1].text == ""
+
+
+def test_alternatives_are_other_places_in_the_passage_less_probable(reader):
+    passage = (
+        "到 2025 年，虹桥国际开放枢纽基本建成，中央商务区功能框架全面确立。"
+        "到 2035 年，虹桥国际开放枢纽全面建成，成为推动长三角一体化发展的重要载体。"
+    )
+    reading = reader.read("虹桥国际开放枢纽要达到什么目标？", [passage])[0]
+    assert 1 <= len(reading.alternatives) <= 4
+    probabilities = [reading.probability] + [alternative.probability for alternative in reading.alternatives]
+    assert probabilities == sorted(probabilities, reverse=True)
+    places = [(reading.start, reading.end)] + [(a.start, a.end) for a in reading.alternatives]
+    for number, (start, end) in enumerate(places):
+        assert all(end <= other_start or other_end <= start for other_start, other_end in places[number + 1 :])
+    for alternative in reading.alternatives:
+        assert passage[alternative.start : alternative.end] == alternative.text and not alternative.alternatives

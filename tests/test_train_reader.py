@@ -39,6 +39,22 @@ def test_covering_span_finds_keywords_across_line_breaks():
     assert covering_span(context, ["不存在的词"]) is None
 
 
+def test_answer_removed_negative_keeps_the_topic_and_drops_every_answer_sentence():
+    from qa.reader_data import ReadingExample, answer_removed_negatives
+
+    context = "虹桥商务区位于上海西部。商务区面积151.4平方公里，涉及四个区；区内交通便利。进博会每年举办。"
+    answer = ("151.4平方公里", context.index("151.4"))
+    example = ReadingExample("q", "商务区面积多大？", context, (answer,), "cmrc2018", "a")
+    (negative,) = answer_removed_negatives([example], share=1.0, seed=0, min_chars=10)
+    assert negative.answers == () and negative.source == "removed:cmrc2018"
+    assert negative.context == "虹桥商务区位于上海西部。区内交通便利。进博会每年举办。"
+    # nothing comes back when the answer also sits in another sentence, or too little is left
+    repeated = ReadingExample("r", "面积？", context + "面积为151.4平方公里。", (answer,), "drcd", "a")
+    assert answer_removed_negatives([repeated], share=1.0, seed=0, min_chars=10) == []
+    assert answer_removed_negatives([example], share=1.0, seed=0, min_chars=200) == []
+    assert answer_removed_negatives([example], share=0.0, seed=0) == []
+
+
 @needs_data
 def test_training_runs_resumes_and_packs(tmp_path, seed_index_dir, seed_settings):
     from eval.train_reader import TrainConfig, pack_reader, train
