@@ -11,8 +11,8 @@ same sample, order and initial head.
 Training data (read-only from ../shared/data): CMRC 2018 dev, DRCD dev (OpenCC t2s),
 unanswerable near misses built from both (a BM25 paragraph of another article; the
 question's own paragraph without the sentences holding the answer), and the seed eval's
-dev split. DRCD test
-and the seed test split are never read here: they are what the reader is reported on.
+dev split. DRCD test and the seed test split are never read here: they are what the reader
+is reported on.
 """
 
 from __future__ import annotations

@@ -228,11 +228,7 @@ class Answerer:
         rest of its enumeration."""
         chunk = hit.chunk
         rank = reading.passage
-        chosen = [
-            QuotedSentence(rank, chunk, index, span)
-            for index, span in enumerate(chunk.sentences)
-            if span[0] < reading.end and reading.start < span[1]
-        ]
+        chosen = [QuotedSentence(rank, chunk, index, chunk.sentences[index]) for index in _holding(chunk, reading)]
         if not chosen:  # the span lies between sentences (a heading line): quote it alone
             return [QuotedSentence(rank, chunk, -1, (reading.start, reading.end))]
         if self.rules.table_rows:
@@ -266,9 +262,7 @@ def _year_pinned(reading: Reading, chunk: Chunk, years: Sequence[str]) -> Readin
     a question about 2025, from one passage holding both)."""
 
     def sentence_years(candidate: Reading) -> set[str]:
-        text = "".join(
-            chunk.text[start:end] for start, end in chunk.sentences if start < candidate.end and candidate.start < end
-        )
+        text = "".join(chunk.text[slice(*chunk.sentences[index])] for index in _holding(chunk, candidate))
         return set(_YEAR.findall(_compact(text or candidate.text)))
 
     held = sentence_years(reading)
@@ -278,6 +272,11 @@ def _year_pinned(reading: Reading, chunk: Chunk, years: Sequence[str]) -> Readin
         if all(year in sentence_years(alternative) for year in years):
             return alternative
     return reading
+
+
+def _holding(chunk: Chunk, reading: Reading) -> list[int]:
+    """The indices of the chunk's sentences that the reading's span overlaps."""
+    return [index for index, (start, end) in enumerate(chunk.sentences) if start < reading.end and reading.start < end]
 
 
 def _list_continuation(head: QuotedSentence) -> list[QuotedSentence]:

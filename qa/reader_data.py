@@ -19,6 +19,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from corpus.text import SENTENCE_END
+
 
 @dataclass(frozen=True)
 class ReadingExample:
@@ -128,7 +130,9 @@ def bm25_negatives(
     return negatives
 
 
-_SENTENCE_END = re.compile(r"(?<=[。！？；!?;\n])")
+# Cut after each sentence-final mark or line end, keeping every character (the kept
+# sentences are joined back as they were).
+_AFTER_SENTENCE = re.compile(rf"(?<=[{SENTENCE_END}\n])")
 
 
 def answer_removed_negatives(
@@ -144,7 +148,7 @@ def answer_removed_negatives(
             continue
         spans = [(start, start + len(text)) for text, start in example.answers]
         kept, offset = [], 0
-        for sentence in _SENTENCE_END.split(example.context):
+        for sentence in _AFTER_SENTENCE.split(example.context):
             end = offset + len(sentence)
             if not any(start < end and offset < stop for start, stop in spans):
                 kept.append(sentence)

@@ -4,6 +4,7 @@ string (the real reader is tested in test_reader.py and end to end in test_qa.py
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 import pytest
 
@@ -169,11 +170,12 @@ class RankedReader:
         self.spans = spans
 
     def read(self, question: str, passages: Sequence[str]) -> list[Reading]:
+        starts = [passages[0].find(text) for text, _ in self.spans]
         found = [
-            Reading(passages[0].find(text), passages[0].find(text) + len(text), text, probability, 0)
-            for text, probability in self.spans
+            Reading(start, start + len(text), text, probability, 0)
+            for start, (text, probability) in zip(starts, self.spans)
         ]
-        return [Reading(**{**found[0].__dict__, "alternatives": tuple(found[1:])})]
+        return [replace(found[0], alternatives=tuple(found[1:]))]
 
 
 @pytest.mark.parametrize("year_check, quoted", [(True, "基本建成"), (False, "全面建成")])
