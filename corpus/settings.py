@@ -117,7 +117,7 @@ class QASettings(LayerSettings):
     read_passages: int = Field(3, ge=1, le=20, description="top fused passages the reader reads")
     # Tuned on the dev part (policyqa eval --split dev --tune-refusal): below this reader
     # probability that the best passage answers, refuse.
-    refusal_threshold: float = Field(0.002, ge=0.0, le=1.0, description="reader probability below which we refuse")
+    refusal_threshold: float = Field(0.02, ge=0.0, le=1.0, description="reader probability below which we refuse")
     second_passage_ratio: float = Field(
         0.7, ge=0.0, le=1.0, description="another passage's sentence joins when its probability is this close; 0 off"
     )
@@ -126,6 +126,7 @@ class QASettings(LayerSettings):
     compound_questions: bool = Field(True, description="compound questions are read part by part")
     year_check: bool = Field(True, description="a year the question names must be in the answering passage, its section or table header")
     refuse_unknown_names: bool = Field(True, description="refuse a place or organisation no document names")
+    passage_titles: bool = Field(True, description="the reader sees each passage under its document title")
     reader_early_exit: float = Field(
         0.0, ge=0.0, le=1.0, description="the top passage alone answers at this probability; 0 reads all"
     )

@@ -157,6 +157,7 @@ class Assistant:
             answer=text,
             answered=answered,
             query=resolved.query,
+            understood_as=resolved.reader_question,
             citations=citations,
             passages=passages,
             latency_ms=(time.perf_counter() - started) * 1000,

@@ -53,6 +53,9 @@ class Answer:
     # The reader's probability that the cited passage answers the question (0 to 1); for a
     # refusal, that of the closest passage.
     confidence: float = 0.0
+    # The question as the assistant understood it: a follow-up put back into the earlier
+    # question ("虹桥国际中央商务区涉及哪几个区？"), else `query`; what users are shown.
+    understood_as: str = ""
     extra: dict = field(default_factory=dict, compare=False)
 
     @property
@@ -65,6 +68,7 @@ class Answer:
             "answer": self.answer,
             "answered": self.answered,
             "query": self.query,
+            "understood_as": self.understood_as or self.query,
             "citations": [c.to_dict() for c in self.citations],
             "passages": [p.to_dict() for p in self.passages],
             "span": self.span,

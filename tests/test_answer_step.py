@@ -189,3 +189,28 @@ def test_a_span_in_another_years_sentence_gives_way_to_the_asked_years(seed_inde
     # a question that names no year, or the year of the best span, keeps the best span
     for question in ("要达到什么目标？", "2035年要达到什么目标？"):
         assert answerer.extract(question, question, _hits(chunk)).span == "全面建成"
+
+
+class SeeingReader(RankedReader):
+    """A `RankedReader` of the spans found in the passage, keeping the passages it saw."""
+
+    def read(self, question: str, passages: Sequence[str]) -> list[Reading]:
+        self.seen = list(passages)
+        found = [(text, probability) for text, probability in self.spans if text in passages[0]]
+        return RankedReader(found).read(question, passages)
+
+
+@pytest.mark.parametrize("titles", [True, False])
+def test_the_reader_sees_the_title_but_a_span_in_it_gives_way_to_one_in_the_text(seed_index, titles):
+    chunk = _chunk_with(seed_index, "全市首个国际会展产业园")
+    assert chunk.title and not chunk.text.startswith(chunk.title)
+    reader = SeeingReader([(chunk.title, 0.9), ("23个", 0.6)])
+    answerer = Answerer(reader, seed_index.chunks, rules=AnswerRules(passage_titles=titles))
+    extract = answerer.extract("举办了多少个展览？", "举办了多少个展览？", _hits(chunk))
+    assert reader.seen == [f"{chunk.title}\n{chunk.text}" if titles else chunk.text]
+    if titles:  # the title cannot be quoted: the next span, moved back into the text
+        assert extract.span == "23个" and extract.confidence == pytest.approx(0.6)
+        location = extract.spans[0]
+        assert chunk.text[location.start : location.end] == "23个"
+    else:  # the title is not in what the reader saw
+        assert extract.span == "23个" and extract.confidence == pytest.approx(0.6)

@@ -118,7 +118,7 @@ def test_ask_follow_up_and_thumbs_up(browser, live_server, seed_settings):
 
         chat.ask(FOLLOW_UP, press_enter=True)
         assert chat.answers().count() == 2
-        assert "检索用语" in chat.last_answer_text()  # the rewritten query is shown
+        assert "按上下文理解为" in chat.last_answer_text()  # the rewritten question is shown
         assert "虹桥" in chat.last_answer_text()
 
         chat.page.locator("#pqa-chatbot button[aria-label='Like']").first.click()
@@ -233,7 +233,7 @@ def test_rendered_messages_escape_document_text():
         assert "<script>" not in message and "<img" not in message and "<iframe>" not in message
     assert "<mark>原文</mark>" in answered and "答&lt;b&gt;案" in answered
     assert "未在文档中找到答案" in refused and refused.count("<li>") == 3
-    assert "检索用语" not in answered
+    assert "按上下文理解为" not in answered
 
 
 @pytest.mark.browser

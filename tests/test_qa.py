@@ -200,6 +200,10 @@ def test_day_one_questions_of_the_chat_page(assistant):
     area = assistant.ask("虹桥国际中央商务区的规划面积是多少？")
     assert area.answered and "151" in area.span and area.span in area.answer
     districts = assistant.ask("那它涉及哪几个区？", [area.question])
-    assert districts.answered
+    assert districts.answered and "长宁" in districts.span
+    assert districts.understood_as == "虹桥国际中央商务区涉及哪几个区？"
+    assert districts.to_dict()["understood_as"] == districts.understood_as
+    # the districts lead; the passage that only repeats the district's name is not quoted
+    assert districts.answer.startswith("商务区全域环绕") and "重要枢纽节点" not in districts.answer
     assert all(name in districts.answer for name in ("长宁", "闵行", "青浦", "嘉定"))
     assert 0.0 < districts.confidence <= 1.0 and districts.confidence_label in {"高", "中", "低"}

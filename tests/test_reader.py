@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from corpus.settings import PROJECT_ROOT
+from corpus.settings import PROJECT_ROOT, Settings
 from qa.reader import SHIPPED_READER, Reader, SpanReader
 
 DRCD_TEST = PROJECT_ROOT.parent / "shared" / "data" / "drcd" / "DRCD_test.json"
@@ -49,7 +49,7 @@ def test_seed_passage_gives_the_figure(reader):
 def test_seed_question_about_something_the_passage_lacks_is_refused(reader):
     passage = "青浦区围绕会展经济，与国家会展中心联合共建“虹桥国际会展产业园”。作为全市首个国际会展产业园，2021年上半年累计举办展览 23个。"
     reading = reader.read("北京大兴机场的年旅客吞吐量是多少？", [passage])[0]
-    assert reading.probability < 0.05
+    assert reading.probability < Settings().qa.refusal_threshold
 
 
 @pytest.mark.skipif(not DRCD_TEST.exists(), reason="DRCD not in ../shared/data")
@@ -63,7 +63,7 @@ def test_drcd_test_questions(reader):
     assert reading.probability >= 0.5
     # the same question over another article's paragraph: not answered there
     other = examples[KNOWN_REFUSAL_CONTEXT_QID]
-    assert reader.read(known.question, [other.context])[0].probability < 0.05
+    assert reader.read(known.question, [other.context])[0].probability < Settings().qa.refusal_threshold
 
 
 def test_readings_come_back_one_per_passage_in_order(reader):
@@ -87,3 +87,24 @@ def test_alternatives_are_other_places_in_the_passage_less_probable(reader):
         assert all(end <= other_start or other_end <= start for other_start, other_end in places[number + 1 :])
     for alternative in reading.alternatives:
         assert passage[alternative.start : alternative.end] == alternative.text and not alternative.alternatives
+
+
+def test_int8_layer_groups_cover_every_linear_layer_once_and_quantise_only_theirs(reader):
+    import torch
+
+    from eval.reader_quant import GROUPS, layer_names, quantised
+
+    linear = {name for name, module in reader.model.named_modules() if isinstance(module, torch.nn.Linear)}
+    groups = [layer_names(reader.model, [group]) for group in GROUPS]
+    assert sum(len(names) for names in groups) == len(linear) and set().union(*groups) == linear
+    assert len(layer_names(reader.model, ["ffn_out"])) == reader.model.config.num_hidden_layers
+
+    variant = quantised(reader, ["head"])
+    quantised_modules = {
+        name for name, module in variant.model.named_modules() if isinstance(module, torch.ao.nn.quantized.dynamic.Linear)
+    }
+    assert quantised_modules == {"qa_outputs"}
+    assert isinstance(reader.model.qa_outputs, torch.nn.Linear)  # the original is left alone
+    passage = "作为全市首个国际会展产业园，2021年上半年累计举办展览 23个，展出面积 247.60万平方米。"
+    question = "2021年上半年举办了多少个展览？"
+    assert variant.read(question, [passage])[0].text == reader.read(question, [passage])[0].text

@@ -141,6 +141,11 @@ def test_text_channel_marks_the_span_with_brackets_or_terminal_bold():
     assert "置信度" not in refused and "最接近的段落：" in refused
     follow_up = show(make_answer(question="那它的面积呢？"), "text")
     assert follow_up.splitlines()[0] == "（按上下文理解为：虹桥商务区面积多大？）"
+    # the whole question the follow-up was put back into, where there is one, not the search words
+    understood = make_answer(question="那它的面积呢？", query="虹桥商务区 面积", understood_as="虹桥商务区的面积是什么？")
+    assert show(understood, "text").splitlines()[0] == "（按上下文理解为：虹桥商务区的面积是什么？）"
+    assert "按上下文理解为：虹桥商务区的面积是什么？" in show(understood, "markdown", question="那它的面积呢？")
+    assert "按上下文理解为" not in show(make_answer(question="虹桥商务区面积多大？"), "text")
 
 
 def test_wechat_channel_marks_the_span_and_adds_the_confidence_line():

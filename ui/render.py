@@ -185,6 +185,12 @@ def _note(citation: Mapping[str, Any]) -> str:
 # --- the channels -------------------------------------------------------------------------------
 
 
+def _understood_as(answer: Mapping[str, Any], question: str) -> str:
+    """The rewritten question of a follow-up, or "" when it was read as asked."""
+    understood = (answer.get("understood_as") or answer.get("query") or "").strip()
+    return understood if question and understood and understood != question.strip() else ""
+
+
 def _text(answer: Mapping[str, Any], question: str, marks: tuple[str, str] | None, max_bytes: int) -> str:
     if answer.get("answered"):
         lines = [mark_span(answer["answer"], answer.get("span"), *(marks or PLAIN_MARKS)),
@@ -194,8 +200,9 @@ def _text(answer: Mapping[str, Any], question: str, marks: tuple[str, str] | Non
     notice = answer.get("notice")
     if notice and notice != answer.get("answer"):
         lines.insert(0, f"（{notice}）")
-    if question and answer.get("query") and answer["query"] != question:
-        lines.insert(0, f"（按上下文理解为：{answer['query']}）")
+    understood = _understood_as(answer, question)
+    if understood:
+        lines.insert(0, f"（按上下文理解为：{understood}）")
     sources = _sources(answer)
     if sources:
         lines += ["", "来源：" if answer.get("answered") else "最接近的段落："]
@@ -239,9 +246,9 @@ def _markdown(answer: Mapping[str, Any], question: str, marks: tuple[str, str] |
         refusal = literal_html(answer.get("answer", "")).replace("\n", "<br>")
         parts.append(f'<div class="pqa-refused"><strong>{REFUSAL_TITLE}</strong><br>{refusal}</div>')
         heading, preview = "最接近的段落（仅供参考）", PASSAGE_PREVIEW_CHARS
-    query = answer.get("query") or ""
-    if query and question and query.strip() != question.strip():
-        parts.append(f'<div class="pqa-meta">检索用语：{literal_html(query)}</div>')
+    understood = _understood_as(answer, question)
+    if understood:
+        parts.append(f'<div class="pqa-meta">按上下文理解为：{literal_html(understood)}</div>')
     sources = _sources(answer)
     if sources:
         items = "".join(_source_item(citation, preview) for citation in sources)

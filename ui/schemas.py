@@ -145,6 +145,7 @@ class AskResponse(BaseModel):
                     "answer": EXAMPLE_AREA_SENTENCE,
                     "answered": True,
                     "query": "虹桥商务区面积多大？",
+                    "understood_as": "虹桥商务区面积多大？",
                     "citations": [
                         {
                             "title": "虹桥国际中央商务区产业发展规划",
@@ -178,6 +179,11 @@ class AskResponse(BaseModel):
     query: str = Field(
         description="实际检索用的问题（追问时会结合上文改写）。The query actually searched, "
         "rewritten from the history for follow-ups."
+    )
+    understood_as: str = Field(
+        default="",
+        description="按上下文理解的完整问题（追问放回上一问中，如“虹桥国际中央商务区涉及哪几个区？”）。"
+        "The question as understood: a follow-up put back into the earlier question.",
     )
     citations: list[CitationOut] = Field(description="答案的出处。Citations of the answer.")
     passages: list[CitationOut] = Field(
