@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from eval.metrics import char_f1, exact_match
-from qa.reader import SHIPPED_READER, SpanReader
+from qa.reader import SHIPPED_READER, Reading, SpanReader
 from qa.reader_data import ReadingExample, load_drcd
 
 BERT_BASELINE_F1 = 89.59  # the authors' BERT baseline on DRCD test (paper)
@@ -29,20 +29,26 @@ def drcd_path(settings, split: str) -> Path:
     return settings.eval.cmrc_path.parent.parent / "drcd" / f"DRCD_{split}.json"
 
 
+def read_examples(reader: SpanReader, examples: Sequence[ReadingExample], batch: int = 16) -> list[Reading]:
+    """The reader's best span for each example's question in its paragraph, read in batches."""
+    readings: list[Reading] = []
+    for start in range(0, len(examples), batch):
+        group = examples[start : start + batch]
+        readings += reader.read_pairs([e.question for e in group], [e.context for e in group])
+    return readings
+
+
 def evaluate(
     reader: SpanReader, examples: Sequence[ReadingExample], threshold: float, batch: int = 16
 ) -> dict:
     """EM, F1 (percent) and the refusal share of `reader` on `examples`."""
     em = f1 = refused = 0.0
     started = time.perf_counter()
-    for start in range(0, len(examples), batch):
-        group = examples[start : start + batch]
-        readings = reader.read_pairs([e.question for e in group], [e.context for e in group])
-        for example, reading in zip(group, readings):
-            golds = [text for text, _ in example.answers]
-            em += exact_match(reading.text, golds)
-            f1 += char_f1(reading.text, golds)
-            refused += reading.probability < threshold
+    for example, reading in zip(examples, read_examples(reader, examples, batch)):
+        golds = [text for text, _ in example.answers]
+        em += exact_match(reading.text, golds)
+        f1 += char_f1(reading.text, golds)
+        refused += reading.probability < threshold
     count = max(len(examples), 1)
     return {
         "questions": len(examples),

@@ -24,8 +24,9 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from eval.drcd import REPORTS_DIR, drcd_path
+from eval.drcd import REPORTS_DIR, drcd_path, read_examples
 from qa.reader import SHIPPED_READER, Reading, SpanReader
+from qa.reader_pack import dynamic_int8
 from qa.reader_data import ReadingExample, load_drcd
 
 # The linear layers by role: a module's name after "layer.<n>." (the head has no layer).
@@ -55,24 +56,15 @@ def layer_names(model, groups: Sequence[str]) -> set[str]:
 
 def quantised(reader: SpanReader, groups: Sequence[str]) -> SpanReader:
     """A copy of `reader` with the layers of `groups` in dynamic int8 and the rest in fp32."""
-    import torch
-
-    names = layer_names(reader.model, groups)
-    qconfig = torch.ao.quantization.per_channel_dynamic_qconfig
     variant = copy.copy(reader)
-    variant.model = torch.ao.quantization.quantize_dynamic(
-        copy.deepcopy(reader.model), {name: qconfig for name in names}, dtype=torch.qint8
-    )
+    variant.model = dynamic_int8(copy.deepcopy(reader.model), layer_names(reader.model, groups))
     variant.bf16 = False
     return variant
 
 
-def read_all(reader: SpanReader, examples: Sequence[ReadingExample], batch: int = 16) -> tuple[list[Reading], float]:
+def read_all(reader: SpanReader, examples: Sequence[ReadingExample]) -> tuple[list[Reading], float]:
     started = time.perf_counter()
-    readings: list[Reading] = []
-    for start in range(0, len(examples), batch):
-        group = examples[start : start + batch]
-        readings += reader.read_pairs([e.question for e in group], [e.context for e in group])
+    readings = read_examples(reader, examples)
     return readings, time.perf_counter() - started
 
 

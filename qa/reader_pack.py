@@ -176,7 +176,16 @@ def load_reader_model(model_dir: Path, int8: bool = True):
         model = AutoModelForQuestionAnswering.from_pretrained(str(model_dir))
     model.eval()
     if int8:
-        # Per-channel weight scales, as the packed file stores them.
-        qconfig = torch.ao.quantization.per_channel_dynamic_qconfig
-        model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear: qconfig}, dtype=torch.qint8)
+        model = dynamic_int8(model)
     return model, tokenizer
+
+
+def dynamic_int8(model, layers=None):
+    """`model` with its linear layers (or only the modules named in `layers`) run by torch's
+    dynamic int8 kernels; the model is changed in place."""
+    import torch
+
+    # Per-channel weight scales, as the packed file stores them.
+    qconfig = torch.ao.quantization.per_channel_dynamic_qconfig
+    spec = {torch.nn.Linear: qconfig} if layers is None else {name: qconfig for name in layers}
+    return torch.ao.quantization.quantize_dynamic(model, spec, dtype=torch.qint8)
