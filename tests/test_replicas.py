@@ -255,6 +255,39 @@ def test_a_broken_build_on_disk_never_replaces_the_serving_one(tmp_path, seed_in
     assert app.state.assistant.index.version == "fixed-2"
 
 
+def test_readyz_shows_a_build_that_did_not_load_until_one_does(tmp_path, seed_index_dir):
+    import threading
+
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from ui.api import router
+    from ui.reload import IndexWatcher
+
+    settings = shared_copy(tmp_path, seed_index_dir)
+    app = FastAPI()
+    app.include_router(router)
+    app.state.settings, app.state.assistant_lock = settings, threading.Lock()
+    app.state.assistant = SimpleNamespace(documents=[], **vars(serving(settings)))
+    app.state.watcher = IndexWatcher(app, lambda: SimpleNamespace(documents=[], **vars(serving(settings))), 1)
+    client = TestClient(app)
+    good = client.get("/readyz").json()
+    assert good["status"] == "ready" and good.get("reload") is None
+
+    publish_copy(settings, seed_index_dir, "broken-3", spoil="chunks.json")
+    assert not app.state.watcher.check()
+    ready = client.get("/readyz")
+    refused = ready.json()["reload"]["refused"]
+    assert ready.status_code == 200 and ready.json()["index_version"] == good["index_version"]
+    assert refused["version"] == "broken-3" and refused["serving"] == good["index_version"]
+    assert refused["error"] and len(refused["error"]) <= 300 and refused["at"].endswith("+00:00")
+
+    publish_copy(settings, seed_index_dir, "fixed-4")
+    assert app.state.watcher.check()
+    fixed = client.get("/readyz").json()
+    assert fixed["index_version"] == "fixed-4" and fixed.get("reload") is None
+
+
 def test_a_rebuilding_replica_leaves_the_build_to_its_own_rebuild(tmp_path, seed_index_dir):
     from ui.reload import IndexWatcher
 

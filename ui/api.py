@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 from corpus.settings import Settings
 from ui.errors import ApiError, error_responses
 from ui.kb import rebuild_fields
+from ui.reload import reload_fields
 from ui.schemas import (
     AskRequest,
     AskResponse,
@@ -168,14 +169,15 @@ def healthz() -> dict:
     tags=["运维 Ops"],
 )
 def readyz(request: Request) -> Any:
-    """200 with what the loaded index was built from; 503 while no index is loaded."""
+    """200 with what the loaded index was built from; 503 while no index is loaded. Either
+    way it adds where rebuilding stands and a published build that did not load."""
     assistant = getattr(request.app.state, "assistant", None)
-    rebuild = rebuild_fields(request.app)
+    builds = {**rebuild_fields(request.app), **reload_fields(request.app)}
     if assistant is None:
         return JSONResponse(
-            {"status": "not_ready", "message": NOT_READY, **rebuild}, status_code=503
+            {"status": "not_ready", "message": NOT_READY, **builds}, status_code=503
         )
-    return {**readiness(assistant), **rebuild}
+    return {**readiness(assistant), **builds}
 
 
 def readiness(assistant: "Assistant") -> dict:

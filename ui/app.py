@@ -315,11 +315,13 @@ def create_app(
             watcher = IndexWatcher(app, lambda: _load_assistant(settings),
                                    settings.service.index_reload_interval_s)
             watcher.start()
+        app.state.watcher = watcher
         try:
             yield
         finally:
             if watcher is not None:
                 watcher.stop()
+            app.state.watcher = None
 
     app = FastAPI(
         title="policy-qa 政策问答",

@@ -8,7 +8,8 @@ not the version being served, the watcher loads the build into a new `Assistant`
 thread, and swaps it in with one assignment, as the replica's own rebuilds do: a request in
 flight finishes on the assistant it began with, and none sees a half-loaded index. A build
 that does not load is logged and the serving one stays (tried again after
-`REFUSED_RETRY_S`, or as soon as another build is published).
+`REFUSED_RETRY_S`, or as soon as another build is published); /readyz shows it under
+"reload" until a build loads, so a replica left on an old build can be found.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -32,6 +35,21 @@ log = logging.getLogger("policyqa.reload")
 # A build that did not load (a Milvus briefly out of reach, a corrupt file) is tried again
 # this long after, so a broken directory is not re-read every few seconds.
 REFUSED_RETRY_S = 60.0
+
+
+# How much of a load error /readyz shows: enough to tell a missing file from a refused
+# connection, not a whole traceback.
+MAX_ERROR_CHARS = 300
+
+
+@dataclass(frozen=True)
+class RefusedBuild:
+    """A published build that did not load, while the replica went on serving `serving`."""
+
+    version: str
+    error: str
+    at: str  # ISO 8601, UTC
+    serving: str | None
 
 
 def _version(assistant: "Assistant | None") -> str | None:
@@ -54,7 +72,8 @@ class IndexWatcher:
         self.interval_s = interval_s
         self._load = load
         self._index_dir = Path(app.state.settings.index.index_dir)
-        self._refused: tuple[str, float] | None = None  # (version, when) of a build that did not load
+        self._refused: tuple[str, float] | None = None  # (version, retry after) of a build that did not load
+        self.refused: RefusedBuild | None = None  # the last build that did not load, until one does
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -92,6 +111,12 @@ class IndexWatcher:
             loaded = self._load()
         except Exception as error:  # a broken or partial build never replaces a good one
             self._refused = (on_disk, time.monotonic() + REFUSED_RETRY_S)
+            self.refused = RefusedBuild(
+                version=on_disk,
+                error=f"{type(error).__name__}: {error}"[:MAX_ERROR_CHARS],
+                at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                serving=_version(serving),
+            )
             log.error("index %s in %s not loaded, still serving %s: %s",
                       on_disk, self._index_dir, _version(serving), error)
             return False
@@ -101,6 +126,15 @@ class IndexWatcher:
             if _version(loaded) == _version(serving):
                 return False
             self.app.state.assistant = loaded
+        self.refused = None
         log.info("index %s published by another process is live (was %s)",
                  _version(loaded), _version(serving))
         return True
+
+
+def reload_fields(app: FastAPI) -> dict:
+    """What /readyz adds about builds of other processes: {"reload": {"refused": ...}} while
+    the last one published did not load and the replica serves an older one."""
+    watcher = getattr(app.state, "watcher", None)
+    refused = getattr(watcher, "refused", None)
+    return {"reload": {"refused": asdict(refused)}} if refused is not None else {}

@@ -354,3 +354,8 @@ class Readiness(BaseModel):
         default=None,
         description="索引重建状态。Background rebuild: running, queued, requested, applied, last.",
     )
+    reload: dict[str, Any] | None = Field(
+        default=None,
+        description="另一进程发布的索引未能加载（仍在使用旧索引）。A build another process published"
+        " that did not load: its version, the error, when, and the version still served.",
+    )
