@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 from corpus.models import Chunk
 from index.models import Hit
 from qa.question import QuestionKind, classify
-from qa.reader import Reader, Reading
+from qa.reader import Reader, Reading, below_head, reading_head
 
 _ENUMERATION_START = re.compile(
     r"^\s*(?:[二三四五六七八九十]+是|其[二三四五六七八九十]|第[二三四五六七八九十]|"
@@ -211,7 +211,7 @@ class Answerer:
 
     def _read(self, query: str, read: Sequence[Hit]) -> list[Reading]:
         """The reader's readings of the hits' chunks, offsets into each chunk's text."""
-        heads = [_reading_head(hit.chunk) if self.rules.passage_titles else "" for hit in read]
+        heads = [reading_head(hit.chunk.title, hit.chunk.text) if self.rules.passage_titles else "" for hit in read]
         texts = [head + hit.chunk.text for head, hit in zip(heads, read)]
         if self.rules.early_exit:
             readings = self.reader.read(query, texts[:1])
@@ -220,7 +220,7 @@ class Answerer:
                 readings += [replace(reading, passage=reading.passage + 1) for reading in rest]
         else:
             readings = self.reader.read(query, texts)
-        return [_in_text(reading, len(head)) for reading, head in zip(readings, heads)]
+        return [below_head(reading, len(head)) for reading, head in zip(readings, heads)]
 
     def unknown_names(self, question: str) -> list[str]:
         """Places, people and organisations the question names (jieba's tags) that no
@@ -264,26 +264,6 @@ class Answerer:
             for sibling in siblings
             if sibling.chunk_id != chunk.chunk_id
         ]
-
-
-def _reading_head(chunk: Chunk) -> str:
-    """What the reader sees above a chunk: its document's title, unless the text opens with it."""
-    return f"{chunk.title}\n" if chunk.title and not chunk.text.startswith(chunk.title) else ""
-
-
-def _in_text(reading: Reading, head: int) -> Reading:
-    """`reading` of head + text as a reading of `text`: the best of its spans that lies in
-    the text, moved back by the head's length (a span in the title cannot be quoted)."""
-    if not head:
-        return reading
-    spans = [
-        replace(span, start=span.start - head, end=span.end - head, alternatives=())
-        for span in (reading, *reading.alternatives)
-        if span.start >= head and span.end > span.start
-    ]
-    if not spans:
-        return Reading(0, 0, "", 0.0, reading.passage)
-    return replace(spans[0], alternatives=tuple(spans[1:]))
 
 
 def _year_pinned(reading: Reading, chunk: Chunk, years: Sequence[str]) -> Reading:

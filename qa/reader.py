@@ -44,6 +44,28 @@ class Reader(Protocol):
         ...
 
 
+def reading_head(title: str, text: str) -> str:
+    """What the reader sees above a passage: its document's title on a line of its own,
+    unless the passage opens with it. Training and the answer step both use this, so the
+    reader is trained on what it is shown."""
+    return f"{title}\n" if title and not text.startswith(title) else ""
+
+
+def below_head(reading: Reading, head: int) -> Reading:
+    """`reading` of head + text as a reading of `text`: the best of its spans that lies in
+    the text, moved back by the head's length (a span in the title cannot be quoted)."""
+    if not head:
+        return reading
+    spans = [
+        replace(span, start=span.start - head, end=span.end - head, alternatives=())
+        for span in (reading, *reading.alternatives)
+        if span.start >= head and span.end > span.start
+    ]
+    if not spans:
+        return Reading(0, 0, "", 0.0, reading.passage)
+    return replace(spans[0], alternatives=tuple(spans[1:]))
+
+
 class ReaderError(RuntimeError):
     """The reader model cannot be loaded."""
 

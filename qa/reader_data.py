@@ -33,6 +33,7 @@ class ReadingExample:
     answers: tuple[tuple[str, int], ...]
     source: str  # "cmrc2018", "drcd", "negative:<source>", "removed:<source>", "seed"
     article: str = ""
+    title: str = ""  # the article's or document's title, which the reader sees above `context`
 
     @property
     def answerable(self) -> bool:
@@ -70,6 +71,7 @@ def load_squad(
     examples = []
     for article_number, article in enumerate(data):
         article_id = f"{source}:{article.get('id') or article.get('title') or article_number}"
+        title = convert(article.get("title") or "").strip()
         for paragraph in article["paragraphs"]:
             original = paragraph["context"]
             context = convert(original)
@@ -89,6 +91,7 @@ def load_squad(
                             answers=tuple(answers),
                             source=source,
                             article=article_id,
+                            title=title,
                         )
                     )
     return examples
@@ -111,21 +114,21 @@ def bm25_negatives(
     unanswerable example (a near miss: it shares the question's words)."""
     from index.bm25 import Bm25Index
 
-    paragraphs: list[tuple[str, str]] = []  # (article, context), in first-seen order
+    paragraphs: list[ReadingExample] = []  # one example per paragraph, in first-seen order
     seen: set[str] = set()
     for example in examples:
         if example.context not in seen:
             seen.add(example.context)
-            paragraphs.append((example.article, example.context))
-    bm25 = Bm25Index.build([analyze(context) for _, context in paragraphs])
+            paragraphs.append(example)
+    bm25 = Bm25Index.build([analyze(paragraph.context) for paragraph in paragraphs])
     rng = random.Random(seed)
     chosen = [example for example in examples if rng.random() < share]
     negatives = []
     for example in chosen:
         for position, _score in bm25.top_k(analyze(example.question), 10):
-            article, context = paragraphs[position]
-            if article != example.article and not any(text in context for text, _ in example.answers):
-                negatives.append(_unanswerable(example, context, "negative", article))
+            other = paragraphs[position]
+            if other.article != example.article and not any(text in other.context for text, _ in example.answers):
+                negatives.append(_unanswerable(example, other.context, "negative", other.article, other.title))
                 break
     return negatives
 
@@ -156,12 +159,14 @@ def answer_removed_negatives(
         context = "".join(kept).strip()
         if len(context) < min_chars or any(text in context for text, _ in example.answers):
             continue
-        negatives.append(_unanswerable(example, context, "removed", example.article))
+        negatives.append(_unanswerable(example, context, "removed", example.article, example.title))
     return negatives
 
 
-def _unanswerable(example: ReadingExample, context: str, kind: str, article: str) -> ReadingExample:
-    """`example`'s question over `context`, which does not answer it."""
+def _unanswerable(
+    example: ReadingExample, context: str, kind: str, article: str, title: str
+) -> ReadingExample:
+    """`example`'s question over `context` (of `article`, titled `title`), which does not answer it."""
     return ReadingExample(
         qid=f"{example.qid}:{kind}",
         question=example.question,
@@ -169,6 +174,7 @@ def _unanswerable(example: ReadingExample, context: str, kind: str, article: str
         answers=(),
         source=f"{kind}:{example.source}",
         article=article,
+        title=title,
     )
 
 

@@ -108,3 +108,16 @@ def test_int8_layer_groups_cover_every_linear_layer_once_and_quantise_only_their
     passage = "作为全市首个国际会展产业园，2021年上半年累计举办展览 23个，展出面积 247.60万平方米。"
     question = "2021年上半年举办了多少个展览？"
     assert variant.read(question, [passage])[0].text == reader.read(question, [passage])[0].text
+
+
+@pytest.mark.skipif(not DRCD_TEST.exists(), reason="DRCD not in ../shared/data")
+def test_drcd_read_under_titles_gives_offsets_into_the_paragraph(reader):
+    from eval.drcd import evaluate, read_examples
+    from qa.reader_data import load_drcd
+
+    known = next(example for example in load_drcd(DRCD_TEST) if example.qid == KNOWN_SPAN_QID)
+    assert known.title  # 梵文
+    (reading,) = read_examples(reader, [known], titles=True)
+    assert reading.text in {text for text, _ in known.answers}
+    assert known.context[reading.start : reading.end] == reading.text
+    assert evaluate(reader, [known], Settings().qa.refusal_threshold, titles=True)["em"] == 100.0

@@ -55,6 +55,42 @@ def test_answer_removed_negative_keeps_the_topic_and_drops_every_answer_sentence
     assert answer_removed_negatives([example], share=0.0, seed=0) == []
 
 
+def test_windows_put_the_title_above_the_passage_and_keep_the_answer_labelled(seed_settings):
+    from transformers import AutoTokenizer
+
+    from eval.train_reader import TrainConfig, featurize
+    from index.e5_convert import ensure_model_dir
+    from qa.reader_data import ReadingExample
+
+    tokenizer = AutoTokenizer.from_pretrained(str(ensure_model_dir(seed_settings.index.cache_dir)))
+    context = "商务区面积151.4平方公里，涉及长宁区、闵行区。"
+    answer = ("151.4平方公里", context.index("151.4"))
+    example = ReadingExample("q", "面积多大？", context, (answer,), "seed", "a", "虹桥国际开放枢纽建设总体方案")
+    opens_with_title = ReadingExample("r", "面积多大？", "虹桥国际开放枢纽建设总体方案\n" + context,
+                                      (("151.4平方公里", answer[1] + 15),), "seed", "a", "虹桥国际开放枢纽建设总体方案")
+    titled, plain, opening = (
+        featurize(tokenizer, [one], TrainConfig(titles=titles))[0][0]
+        for one, titles in ((example, True), (example, False), (opens_with_title, True))
+    )
+    for feature in (titled, plain, opening):
+        assert tokenizer.decode(feature.input_ids[feature.start : feature.end + 1]).replace(" ", "") == "151.4平方公里"
+    assert "枢纽" in tokenizer.decode(titled.input_ids) and "枢纽" not in tokenizer.decode(plain.input_ids)
+    assert titled.start > plain.start
+    # a passage that opens with its title is not given it twice
+    assert tokenizer.decode(opening.input_ids).count("枢纽") == 1
+
+
+def test_near_miss_negatives_carry_the_title_of_the_paragraph_they_come_from():
+    from index.analyzer import Analyzer
+    from qa.reader_data import ReadingExample, bm25_negatives
+
+    own = ReadingExample("q", "虹桥商务区面积多大？", "虹桥商务区面积151.4平方公里。", (("151.4平方公里", 7),),
+                         "cmrc2018", "a", "虹桥")
+    other = ReadingExample("o", "前滩在哪？", "前滩商务区面积不大，位于浦东。", (("浦东", 12),), "cmrc2018", "b", "前滩")
+    (negative,) = [n for n in bm25_negatives([own, other], Analyzer(use_bigrams=False).analyze, 1.0, 0) if n.qid == "q:negative"]
+    assert negative.context == other.context and negative.title == "前滩" and negative.answers == ()
+
+
 @needs_data
 def test_training_runs_resumes_and_packs(tmp_path, seed_index_dir, seed_settings):
     from eval.train_reader import TrainConfig, pack_reader, train
@@ -72,6 +108,9 @@ def test_training_runs_resumes_and_packs(tmp_path, seed_index_dir, seed_settings
     train(seed_settings, work, config)
     assert json.loads((final / "training.json").read_text(encoding="utf-8"))["steps"] == 4
     assert (work / "checkpoint.pt").stat().st_mtime_ns >= checkpoint
+    # a run with other settings is not resumed from this one's windows and checkpoint
+    with pytest.raises(ValueError, match="other settings"):
+        train(seed_settings, work, TrainConfig(max_features=32, batch_size=8, checkpoint_every=2, seed=3, titles=True))
 
     figures = pack_reader(seed_settings, final, tmp_path / "packed")
     assert figures["vocabulary"] < figures["full_vocabulary"] / 5
