@@ -72,8 +72,8 @@ class IndexWatcher:
         self.interval_s = interval_s
         self._load = load
         self._index_dir = Path(app.state.settings.index.index_dir)
-        self._refused: tuple[str, float] | None = None  # (version, retry after) of a build that did not load
         self.refused: RefusedBuild | None = None  # the last build that did not load, until one does
+        self._retry_at = 0.0  # monotonic time after which `refused` is tried again
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -105,12 +105,12 @@ class IndexWatcher:
         on_disk = published_version(self._index_dir)
         if on_disk is None or on_disk == _version(serving) or self._rebuilding():
             return False
-        if self._refused and self._refused[0] == on_disk and time.monotonic() < self._refused[1]:
+        if self.refused and self.refused.version == on_disk and time.monotonic() < self._retry_at:
             return False
         try:
             loaded = self._load()
         except Exception as error:  # a broken or partial build never replaces a good one
-            self._refused = (on_disk, time.monotonic() + REFUSED_RETRY_S)
+            self._retry_at = time.monotonic() + REFUSED_RETRY_S
             self.refused = RefusedBuild(
                 version=on_disk,
                 error=f"{type(error).__name__}: {error}"[:MAX_ERROR_CHARS],
